@@ -1,0 +1,70 @@
+"""The HTTP API: device registry, readings and rejected messages."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api import routes_devices, routes_rejected, routes_system
+from api.deps import require_admin
+from storage.errors import is_transient
+from storage.pool import open_pool
+from territory.config import Settings
+
+log = logging.getLogger("territory.api")
+
+DESCRIPTION = """
+Telemetry of the territory's connected devices: water meters, waste columns and parking sensors.
+
+Every endpoint except `/health` needs `Authorization: Bearer <admin key>`.
+Errors are JSON objects with a `detail` field.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings.require_services()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_pool(settings.database_url) as pool:
+            app.state.pool = pool
+            yield
+
+    app = FastAPI(
+        title="Territory telemetry API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    protected = [Depends(require_admin)]
+    app.include_router(routes_system.router)
+    app.include_router(routes_devices.router, dependencies=protected)
+    app.include_router(routes_rejected.router, dependencies=protected)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            log.warning("database unavailable: %s", exc)
+            return JSONResponse(
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                content={"detail": "the database is unavailable; try again shortly"},
+                headers={"Retry-After": "5"},
+            )
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"detail": "internal error"})
+
+    return app

@@ -1,0 +1,346 @@
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+from pydantic import AwareDatetime, ValidationError
+
+from api.deps import PoolDep
+from api.schemas import (
+    DEVICE_ID_PATTERN,
+    Aggregate,
+    BucketOut,
+    Device,
+    DeviceCreate,
+    DevicePage,
+    DeviceUpdate,
+    FieldStatsOut,
+    Latest,
+    Location,
+    ParkingSensorValues,
+    ReadingOut,
+    ReadingPage,
+    WasteColumnValues,
+    WaterMeterValues,
+)
+from devices.attributes import validate_attributes
+from devices.kinds import DeviceKind
+from storage import readings as rq
+from storage import registry
+from storage.errors import DuplicateDevice
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+DevicePath = Annotated[str, Path(description="Device id", examples=["wm-quimper-0042"])]
+Start = Annotated[
+    AwareDatetime | None, Query(description="Inclusive lower bound (RFC 3339 with offset)")
+]
+End = Annotated[AwareDatetime | None, Query(description="Exclusive upper bound")]
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No device with this id"}}
+
+
+def _device_out(d: registry.DeviceRecord) -> Device:
+    loc = Location(lat=d.lat, lon=d.lon) if d.lat is not None and d.lon is not None else None
+    return Device(
+        id=d.id,
+        kind=d.kind,
+        label=d.label,
+        location=loc,
+        group=d.group,
+        attributes=d.attributes,
+        status=d.status,
+        created_at=d.created_at,
+        updated_at=d.updated_at,
+        decommissioned_at=d.decommissioned_at,
+    )
+
+
+def _attributes_or_422(kind: DeviceKind, raw: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return validate_attributes(kind, raw)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", "attributes", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False)
+        ]
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from exc
+
+
+async def _get_or_404(pool: PoolDep, device_id: str) -> registry.DeviceRecord:
+    dev = (
+        await registry.get_device(pool, device_id)
+        if re.match(DEVICE_ID_PATTERN, device_id)
+        else None
+    )
+    if dev is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id!r} not found")
+    return dev
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Device,
+    summary="Register a device",
+    responses={409: {"description": "A device with this id already exists"}},
+)
+async def create_device(body: DeviceCreate, pool: PoolDep) -> Device:
+    attributes = _attributes_or_422(body.kind, body.attributes)
+    try:
+        rec = await registry.create_device(
+            pool,
+            registry.NewDevice(
+                id=body.id,
+                kind=body.kind,
+                label=body.label,
+                lat=body.location.lat if body.location else None,
+                lon=body.location.lon if body.location else None,
+                group=body.group,
+                attributes=attributes,
+            ),
+        )
+    except DuplicateDevice as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"device {body.id!r} is already registered"
+        ) from exc
+    return _device_out(rec)
+
+
+@router.get("", response_model=DevicePage, summary="List devices")
+async def list_devices(
+    pool: PoolDep,
+    kind: DeviceKind | None = None,
+    group: Annotated[str | None, Query(max_length=64)] = None,
+    status_: Annotated[
+        str | None, Query(alias="status", pattern="^(active|decommissioned)$")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> DevicePage:
+    after = _decode_cursor(cursor) if cursor else None
+    if after is not None and not re.match(DEVICE_ID_PATTERN, after):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
+    recs = await registry.list_devices(
+        pool, kind=kind, group=group, status=status_, after_id=after, limit=limit + 1
+    )
+    more = len(recs) > limit
+    recs = recs[:limit]
+    return DevicePage(
+        items=[_device_out(r) for r in recs],
+        next_cursor=_encode_cursor(recs[-1].id) if more else None,
+    )
+
+
+@router.get("/{device_id}", response_model=Device, responses=NOT_FOUND, summary="Get a device")
+async def get_device(device_id: DevicePath, pool: PoolDep) -> Device:
+    return _device_out(await _get_or_404(pool, device_id))
+
+
+@router.patch("/{device_id}", response_model=Device, responses=NOT_FOUND, summary="Update a device")
+async def update_device(device_id: DevicePath, body: DeviceUpdate, pool: PoolDep) -> Device:
+    dev = await _get_or_404(pool, device_id)
+    fields = body.model_fields_set
+    attributes = dict(dev.attributes)
+    if body.attributes is not None:
+        for k, v in body.attributes.items():
+            if v is None:
+                attributes.pop(k, None)
+            else:
+                attributes[k] = v
+    attributes = _attributes_or_422(dev.kind, attributes)
+    lat, lon = dev.lat, dev.lon
+    if "location" in fields:
+        lat, lon = (body.location.lat, body.location.lon) if body.location else (None, None)
+    rec = await registry.update_device(
+        pool,
+        device_id,
+        label=body.label if body.label is not None else dev.label,
+        lat=lat,
+        lon=lon,
+        group=body.group if "group" in fields else dev.group,
+        attributes=attributes,
+        status=body.status or dev.status,
+    )
+    if rec is None:  # removed concurrently; devices are never deleted, so unlikely
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id!r} not found")
+    return _device_out(rec)
+
+
+@router.delete(
+    "/{device_id}",
+    response_model=Device,
+    responses=NOT_FOUND,
+    summary="Decommission a device",
+    description="The device and its readings are kept; new messages from it are rejected "
+    "with reason `inactive_device`. PATCH `status: active` brings it back.",
+)
+async def decommission_device(device_id: DevicePath, pool: PoolDep) -> Device:
+    await _get_or_404(pool, device_id)
+    rec = await registry.decommission_device(pool, device_id)
+    assert rec is not None
+    return _device_out(rec)
+
+
+# -- readings ----------------------------------------------------------------------------------
+
+
+def _values(kind: DeviceKind, v: dict[str, Any]) -> Any:
+    if kind is DeviceKind.WATER_METER:
+        return WaterMeterValues(**v)
+    if kind is DeviceKind.WASTE_COLUMN:
+        return WasteColumnValues(**v)
+    return ParkingSensorValues(**v)
+
+
+def _reading_out(kind: DeviceKind, r: rq.StoredReading) -> ReadingOut:
+    return ReadingOut(ts=r.ts, received_at=r.received_at, values=_values(kind, r.values))
+
+
+@router.get(
+    "/{device_id}/latest",
+    response_model=Latest,
+    responses=NOT_FOUND,
+    summary="The device's most recent reading (by device time)",
+)
+async def latest(device_id: DevicePath, pool: PoolDep) -> Latest:
+    dev = await _get_or_404(pool, device_id)
+    r = await rq.latest_reading(pool, dev.kind, device_id)
+    return Latest(
+        device_id=device_id, kind=dev.kind, reading=_reading_out(dev.kind, r) if r else None
+    )
+
+
+@router.get(
+    "/{device_id}/readings",
+    response_model=ReadingPage,
+    responses=NOT_FOUND,
+    summary="Readings in a time range, paginated",
+)
+async def readings(
+    device_id: DevicePath,
+    pool: PoolDep,
+    start: Start = None,
+    end: End = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> ReadingPage:
+    if start and end and end <= start:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end must be after start")
+    dev = await _get_or_404(pool, device_id)
+    after = _decode_ts_cursor(cursor) if cursor else None
+    rows = await rq.readings_page(
+        pool,
+        dev.kind,
+        device_id,
+        start=start,
+        end=end,
+        after=after,
+        limit=limit + 1,
+        descending=order == "desc",
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ReadingPage(
+        device_id=device_id,
+        kind=dev.kind,
+        items=[_reading_out(dev.kind, r) for r in rows],
+        next_cursor=_encode_cursor(rows[-1].ts.isoformat()) if more else None,
+    )
+
+
+BUCKETS = {
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "30m": timedelta(minutes=30),
+    "1h": timedelta(hours=1),
+    "3h": timedelta(hours=3),
+    "6h": timedelta(hours=6),
+    "12h": timedelta(hours=12),
+    "1d": timedelta(days=1),
+}
+MAX_BUCKETS = 5000
+
+
+@router.get(
+    "/{device_id}/readings/aggregate",
+    response_model=Aggregate,
+    responses=NOT_FOUND,
+    summary="Min, max, average and last of each numeric field per time bucket",
+    description="Buckets are aligned on UTC midnight. `start` defaults to `end` minus one day; "
+    "`end` to now.",
+)
+async def aggregate(
+    device_id: DevicePath,
+    pool: PoolDep,
+    bucket: Annotated[
+        str, Query(description="One of " + ", ".join(BUCKETS), examples=["1h"])
+    ] = "1h",
+    start: Start = None,
+    end: End = None,
+) -> Aggregate:
+    width = BUCKETS.get(bucket)
+    if width is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"bucket must be one of {', '.join(BUCKETS)}, got {bucket!r}",
+        )
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(days=1)
+    if end <= start:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end must be after start")
+    if (end - start) / width > MAX_BUCKETS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"range holds more than {MAX_BUCKETS} buckets of {bucket}; use a wider bucket",
+        )
+    dev = await _get_or_404(pool, device_id)
+    rows = await rq.aggregate(pool, dev.kind, device_id, bucket=width, start=start, end=end)
+    return Aggregate(
+        device_id=device_id,
+        kind=dev.kind,
+        bucket=bucket,
+        start=start,
+        end=end,
+        buckets=[
+            BucketOut(
+                start=b.start,
+                count=b.count,
+                fields={
+                    k: FieldStatsOut(min=s.min, max=s.max, avg=s.avg, last=s.last)
+                    for k, s in b.fields.items()
+                },
+            )
+            for b in rows
+        ],
+    )
+
+
+# -- cursors -----------------------------------------------------------------------------------
+
+
+def _encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+
+
+def _decode_ts_cursor(cursor: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(_decode_cursor(cursor))
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
+    if ts.tzinfo is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
+    return ts

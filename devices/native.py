@@ -1,0 +1,143 @@
+"""The platform's native JSON payloads (topic `devices/{device_id}/telemetry`).
+
+Units are in the field names. `ts` is optional; when absent the time the platform received the
+message is used. A timestamp must carry its UTC offset: a naive device clock is ambiguous across
+the daylight-saving change, so it is refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from devices.kinds import DeviceKind
+from devices.readings import ParkingReading, Reading, WasteColumnReading, WaterMeterReading
+from devices.rejections import Rejection, RejectReason
+
+WaterAlarm = Literal["leak", "burst", "backflow", "tamper", "dry", "low_battery"]
+WasteAlarm = Literal["fire", "tilt", "lid_open"]
+
+WATER_ALARMS: tuple[str, ...] = WaterAlarm.__args__  # type: ignore[attr-defined]
+WASTE_ALARMS: tuple[str, ...] = WasteAlarm.__args__  # type: ignore[attr-defined]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    ts: AwareDatetime | None = Field(default=None, examples=["2026-11-26T06:00:00+01:00"])
+    battery_pct: float | None = Field(default=None, ge=0, le=100)
+
+
+class WaterMeterPayload(_Payload):
+    index_m3: float = Field(ge=0, le=1e9, description="Cumulative volume, m³")
+    flow_m3h: float | None = Field(default=None, ge=-1e4, le=1e4, description="Flow, m³/h")
+    alarms: frozenset[WaterAlarm] = frozenset()
+
+
+class WasteColumnPayload(_Payload):
+    fill_pct: float | None = Field(default=None, ge=0, le=100)
+    distance_mm: float | None = Field(
+        default=None, ge=0, le=20_000, description="Sensor-to-content distance"
+    )
+    temperature_c: float | None = Field(default=None, ge=-60, le=150)
+    alarms: frozenset[WasteAlarm] = frozenset()
+
+
+class ParkingPayload(_Payload):
+    occupied: bool
+
+
+PAYLOAD_MODELS: dict[DeviceKind, type[_Payload]] = {
+    DeviceKind.WATER_METER: WaterMeterPayload,
+    DeviceKind.WASTE_COLUMN: WasteColumnPayload,
+    DeviceKind.PARKING_SENSOR: ParkingPayload,
+}
+
+
+def fill_from_distance(distance_mm: float, depth_mm: float) -> float:
+    """Fill level (%) of a column whose sensor sees its content `distance_mm` away.
+
+    Readings beyond the registered depth (echo off the floor or a slanted bottom) count as
+    empty; readings closer than the sensor's blind zone count as full.
+    """
+    if depth_mm <= 0:
+        raise ValueError("depth_mm must be positive")
+    fill = (depth_mm - distance_mm) / depth_mm * 100.0
+    return round(min(100.0, max(0.0, fill)), 1)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_payload(kind: DeviceKind, raw: bytes) -> _Payload:
+    model = PAYLOAD_MODELS[kind]
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            raise Rejection(RejectReason.MALFORMED_JSON, _describe(exc)) from exc
+        if errors and errors[0]["type"] == "model_type":
+            raise Rejection(RejectReason.SCHEMA_VIOLATION, "payload must be a JSON object") from exc
+        raise Rejection(RejectReason.SCHEMA_VIOLATION, _describe(exc)) from exc
+
+
+def decode_native(
+    kind: DeviceKind,
+    raw: bytes,
+    *,
+    received_at: datetime,
+    attributes: Mapping[str, Any],
+    future_tolerance: timedelta = timedelta(minutes=10),
+) -> Reading:
+    """Turn one native message into a reading, or raise `Rejection`."""
+    payload = parse_payload(kind, raw)
+    ts = payload.ts or received_at
+    if ts - received_at > future_tolerance:
+        raise Rejection(
+            RejectReason.FUTURE_TIMESTAMP,
+            f"ts {ts.isoformat()} is more than {future_tolerance} ahead of the time received "
+            f"{received_at.isoformat()}",
+        )
+    if isinstance(payload, WaterMeterPayload):
+        return WaterMeterReading(
+            ts=ts,
+            index_m3=payload.index_m3,
+            flow_m3h=payload.flow_m3h,
+            battery_pct=payload.battery_pct,
+            alarms=tuple(sorted(payload.alarms)),
+        )
+    if isinstance(payload, WasteColumnPayload):
+        return WasteColumnReading(
+            ts=ts,
+            fill_pct=_waste_fill(payload, attributes),
+            distance_mm=payload.distance_mm,
+            temperature_c=payload.temperature_c,
+            battery_pct=payload.battery_pct,
+            alarms=tuple(sorted(payload.alarms)),
+        )
+    if isinstance(payload, ParkingPayload):
+        return ParkingReading(ts=ts, occupied=payload.occupied, battery_pct=payload.battery_pct)
+    raise AssertionError(f"no reading for {type(payload).__name__}")  # pragma: no cover
+
+
+def _waste_fill(payload: WasteColumnPayload, attributes: Mapping[str, Any]) -> float:
+    if payload.fill_pct is not None:
+        return payload.fill_pct
+    if payload.distance_mm is None:
+        raise Rejection(RejectReason.SCHEMA_VIOLATION, "one of fill_pct or distance_mm is required")
+    depth = attributes.get("depth_mm")
+    if not depth:
+        raise Rejection(
+            RejectReason.MISSING_ATTRIBUTE,
+            "distance_mm needs the column's depth_mm attribute, which is not registered",
+        )
+    return fill_from_distance(payload.distance_mm, float(depth))

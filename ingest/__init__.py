@@ -1,0 +1,1 @@
+"""Moving messages from the broker to the database without losing or duplicating any."""

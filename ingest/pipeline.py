@@ -1,0 +1,311 @@
+"""Batcher and writer: queue → decode and validate → one transaction → acknowledgements.
+
+A batch is flushed when it holds `batch_max_messages` or when `batch_max_delay_ms` has passed
+since its first message, whichever comes first. Each batch is committed in one transaction
+holding its readings and its rejected messages; only then are its messages acknowledged to the
+broker. Transient database failures keep the batch and retry with backoff (the broker holds
+everything else meanwhile); a permanent failure isolates the offending message and rejects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from devices.kinds import DeviceKind
+from devices.native import decode_native
+from devices.rejections import Rejection, RejectReason
+from ingest.collector import Collector, Inbound
+from ingest.devicecache import DeviceCache
+from storage.errors import is_transient
+from storage.pool import connect
+from storage.readings import WriteBatch, prepare_writer, reading_row, write_batch
+
+log = logging.getLogger("territory.ingest")
+
+WRITE_FAILED = "write_failed"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    database_url: str
+    topic_prefix: str = "devices"
+    batch_max_messages: int = 2000
+    batch_max_delay_s: float = 0.05
+    future_tolerance: timedelta = timedelta(minutes=10)
+    device_refresh_s: float = 2.0
+    shutdown_grace_s: float = 10.0
+
+
+@dataclass
+class Decoded:
+    message: Inbound
+    kind: DeviceKind | None  # None: the row is a rejection
+    row: tuple[object, ...]
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.stored = 0
+        self.duplicates = 0
+        self.rejected: Counter[str] = Counter()
+        self.batches = 0
+        self.retries = 0
+        self.acked = 0
+
+    def line(self) -> str:
+        rej = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
+        return (
+            f"stored={self.stored} duplicates={self.duplicates} rejected[{rej}] "
+            f"batches={self.batches} acked={self.acked} write_retries={self.retries}"
+        )
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.cache = DeviceCache(config.device_refresh_s)
+        self.stats = Stats()
+        self._conn: asyncpg.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event = asyncio.Event()
+        self._waiting = False
+        self._stopping = False
+        self._stop_deadline = 0.0
+
+    # -- wake-up from the MQTT thread --------------------------------------------------------
+
+    def wake(self) -> None:
+        """Called from the paho thread for each message; cheap unless the batcher sleeps."""
+        if self._waiting and self._loop is not None:
+            self._waiting = False
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    # -- database connection -----------------------------------------------------------------
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await connect(self.config.database_url)
+            await prepare_writer(conn)
+            self._conn = conn
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.terminate()
+
+    async def wait_for_database(self, stop: asyncio.Event) -> bool:
+        """Sink first: do not take messages from the broker before the database answers."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await self._connection()
+                await self.cache.refresh_if_due(await self._connection())
+                return True
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("database not reachable (%s); retrying in %.1fs", exc, delay)
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, 10.0)
+        return False
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    async def run(self, collector: Collector, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        last_log = time.monotonic()
+        while True:
+            if stop.is_set() and not self._stopping:
+                self._stopping = True
+                self._stop_deadline = time.monotonic() + self.config.shutdown_grace_s
+                collector.stop_accepting()
+                log.info("stopping: flushing %d queued messages", len(collector.queue))
+            if self._stopping and not collector.queue:
+                break
+            batch = await self._collect(collector, stop)
+            if batch:
+                if not await self._process(collector, batch):
+                    break  # gave up during shutdown: unacked messages are redelivered
+            elif not self._stopping:
+                await self._refresh_devices()
+            if time.monotonic() - last_log >= 10:
+                last_log = time.monotonic()
+                log.info("%s queue=%d", self.stats.line(), len(collector.queue))
+        log.info("stopped: %s", self.stats.line())
+        await self._drop_connection()
+
+    async def _collect(self, collector: Collector, stop: asyncio.Event) -> list[Inbound]:
+        queue = collector.queue
+        cap = self.config.batch_max_messages
+        deadline: float | None = None
+        while len(queue) < cap:
+            if self._stopping:
+                break
+            now = time.monotonic()
+            if queue and deadline is None:
+                deadline = now + self.config.batch_max_delay_s
+            timeout = 0.5 if deadline is None else deadline - now
+            if timeout <= 0:
+                break
+            self._event.clear()
+            self._waiting = True
+            if len(queue) >= cap:
+                self._waiting = False
+                break
+            stopper = asyncio.ensure_future(stop.wait()) if not stop.is_set() else None
+            waiter = asyncio.ensure_future(self._event.wait())
+            pending = {waiter} | ({stopper} if stopper else set())
+            await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for f in pending:
+                f.cancel()
+            self._waiting = False
+            if stop.is_set():
+                break
+        n = min(len(queue), cap)
+        return [queue.popleft() for _ in range(n)]
+
+    async def _refresh_devices(self) -> None:
+        try:
+            await self.cache.refresh_if_due(await self._connection())
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            await self._drop_connection()
+
+    # -- decoding ----------------------------------------------------------------------------
+
+    def _decode(self, m: Inbound) -> Decoded:
+        received = datetime.fromtimestamp(m.received_at, UTC)
+        parts = m.topic.split("/")
+        device_id = parts[1] if len(parts) == 3 else None
+        try:
+            if device_id is None or parts[0] != self.config.topic_prefix or parts[2] != "telemetry":
+                raise Rejection(
+                    RejectReason.UNKNOWN_TOPIC,
+                    f"expected {self.config.topic_prefix}/<device_id>/telemetry",
+                )
+            dev = self.cache.get(device_id)
+            if dev is None:
+                raise Rejection(
+                    RejectReason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered"
+                )
+            if not dev.active:
+                raise Rejection(
+                    RejectReason.INACTIVE_DEVICE, f"device {device_id!r} is decommissioned"
+                )
+            reading = decode_native(
+                dev.kind,
+                m.payload,
+                received_at=received,
+                attributes=dev.attributes,
+                future_tolerance=self.config.future_tolerance,
+            )
+            return Decoded(m, dev.kind, reading_row(device_id, received, reading))
+        except Rejection as rej:
+            return Decoded(m, None, _reject_row(m, received, device_id, rej.reason, rej.detail))
+
+    async def _decode_all(self, batch: Sequence[Inbound]) -> list[Decoded]:
+        ids = set()
+        for m in batch:
+            parts = m.topic.split("/")
+            if len(parts) == 3 and self.cache.get(parts[1]) is None:
+                ids.add(parts[1])
+        if ids:
+            await self.cache.lookup_missing(await self._connection(), ids)
+        return [self._decode(m) for m in batch]
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _process(self, collector: Collector, batch: list[Inbound]) -> bool:
+        delay = 0.2
+        while True:
+            try:
+                decoded = await self._decode_all(batch)
+                await self._write(decoded)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.stats.retries += 1
+                await self._drop_connection()
+                if self._stopping and time.monotonic() + delay > self._stop_deadline:
+                    log.error(
+                        "database still unavailable at shutdown; %d messages left "
+                        "unacknowledged for redelivery",
+                        len(batch) + len(collector.queue),
+                    )
+                    return False
+                log.warning(
+                    "write failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self.stats.batches += 1
+        self.stats.acked += collector.ack(batch)
+        return True
+
+    async def _write(self, decoded: list[Decoded]) -> None:
+        conn = await self._connection()
+        try:
+            result = await write_batch(conn, _to_batch(decoded))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("batch write failed permanently (%s); isolating the bad message(s)", exc)
+            await self._write_one_by_one(conn, decoded)
+            return
+        self._count(decoded, result.inserted, result.duplicates)
+
+    async def _write_one_by_one(self, conn: asyncpg.Connection, decoded: list[Decoded]) -> None:
+        for d in decoded:
+            try:
+                result = await write_batch(conn, _to_batch([d]))
+                self._count([d], result.inserted, result.duplicates)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                m = d.message
+                received = datetime.fromtimestamp(m.received_at, UTC)
+                parts = m.topic.split("/")
+                dev_id = parts[1] if len(parts) == 3 else None
+                row = _reject_row(m, received, dev_id, WRITE_FAILED, f"{type(exc).__name__}: {exc}")
+                await write_batch(conn, WriteBatch(rejections=[row]))
+                self.stats.rejected[WRITE_FAILED] += 1
+
+    def _count(self, decoded: Sequence[Decoded], inserted: int, duplicates: int) -> None:
+        self.stats.stored += inserted
+        self.stats.duplicates += duplicates
+        for d in decoded:
+            if d.kind is None:
+                self.stats.rejected[str(d.row[3])] += 1
+
+
+def _reject_row(
+    m: Inbound, received: datetime, device_id: str | None, reason: str, detail: str
+) -> tuple[object, ...]:
+    return (received, m.topic, device_id, str(reason), detail[:2000], m.payload)
+
+
+def _to_batch(decoded: Sequence[Decoded]) -> WriteBatch:
+    wb = WriteBatch()
+    for d in decoded:
+        if d.kind is None:
+            wb.rejections.append(d.row)
+        else:
+            wb.add_reading(d.kind, d.row)
+    return wb
+
+
+async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=delay)

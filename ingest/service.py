@@ -1,0 +1,67 @@
+"""The `territory ingest` process: start sink-first, stop source-first with a final flush."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from ingest.collector import Collector, CollectorConfig
+from ingest.pipeline import Pipeline, PipelineConfig
+from territory.config import Settings
+
+log = logging.getLogger("territory.ingest")
+
+
+def native_topics(settings: Settings) -> list[str]:
+    return [f"{settings.mqtt_topic_prefix}/+/telemetry"]
+
+
+async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    settings.require_services()
+    stop = stop or asyncio.Event()
+    pipeline = Pipeline(
+        PipelineConfig(
+            database_url=settings.database_url,
+            topic_prefix=settings.mqtt_topic_prefix,
+            batch_max_messages=settings.batch_max_messages,
+            batch_max_delay_s=settings.batch_max_delay_ms / 1000,
+            future_tolerance=timedelta(seconds=settings.future_tolerance_s),
+            device_refresh_s=settings.device_refresh_s,
+        )
+    )
+    target = settings.mqtt
+    collector = Collector(
+        CollectorConfig(
+            host=target.host,
+            port=target.port,
+            username=target.username,
+            password=target.password,
+            client_id=settings.mqtt_client_id,
+            group=settings.mqtt_group,
+            topics=native_topics(settings),
+            keepalive_s=settings.mqtt_keepalive_s,
+            session_expiry_s=settings.mqtt_session_expiry_s,
+            receive_maximum=settings.mqtt_receive_maximum,
+        ),
+        wake=pipeline.wake,
+    )
+    if not await pipeline.wait_for_database(stop):
+        return
+    collector.start()
+    try:
+        await pipeline.run(collector, stop)
+    finally:
+        collector.close()
+
+
+def main(settings: Settings) -> None:
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_ingest(settings, stop)
+
+    asyncio.run(_main())

@@ -1,0 +1,314 @@
+"""Reading tables: the batched idempotent write used by ingest, and the API's queries.
+
+Writes go through a per-connection temporary staging table: binary COPY into it is the fastest
+bulk path PostgreSQL has, and `INSERT … SELECT … ON CONFLICT DO NOTHING` from it onto the
+(device_id, ts) key makes a redelivered message a no-op. COPY alone cannot skip conflicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from devices.kinds import DeviceKind
+from devices.readings import Reading, WasteColumnReading, WaterMeterReading
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    kind: DeviceKind
+    table: str
+    value_columns: tuple[str, ...]
+    numeric_columns: tuple[str, ...]
+
+    @property
+    def stage(self) -> str:
+        return f"stage_{self.table}"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("device_id", "ts", "received_at", *self.value_columns)
+
+
+TABLES: dict[DeviceKind, TableSpec] = {
+    DeviceKind.WATER_METER: TableSpec(
+        DeviceKind.WATER_METER,
+        "water_meter_readings",
+        ("index_m3", "flow_m3h", "battery_pct", "alarms"),
+        ("index_m3", "flow_m3h", "battery_pct"),
+    ),
+    DeviceKind.WASTE_COLUMN: TableSpec(
+        DeviceKind.WASTE_COLUMN,
+        "waste_column_readings",
+        ("fill_pct", "distance_mm", "temperature_c", "battery_pct", "alarms"),
+        ("fill_pct", "distance_mm", "temperature_c", "battery_pct"),
+    ),
+    DeviceKind.PARKING_SENSOR: TableSpec(
+        DeviceKind.PARKING_SENSOR,
+        "parking_sensor_readings",
+        ("occupied", "battery_pct"),
+        ("occupied", "battery_pct"),
+    ),
+}
+
+REJECT_COLUMNS = ("received_at", "topic", "device_id", "reason", "detail", "payload")
+
+Row = tuple[Any, ...]
+
+
+def reading_row(device_id: str, received_at: datetime, r: Reading) -> Row:
+    if isinstance(r, WaterMeterReading):
+        return (device_id, r.ts, received_at, r.index_m3, r.flow_m3h, r.battery_pct, list(r.alarms))
+    if isinstance(r, WasteColumnReading):
+        return (
+            device_id,
+            r.ts,
+            received_at,
+            r.fill_pct,
+            r.distance_mm,
+            r.temperature_c,
+            r.battery_pct,
+            list(r.alarms),
+        )
+    return (device_id, r.ts, received_at, r.occupied, r.battery_pct)
+
+
+@dataclass
+class WriteBatch:
+    readings: dict[DeviceKind, list[Row]] = field(default_factory=dict)
+    rejections: list[Row] = field(default_factory=list)
+
+    def add_reading(self, kind: DeviceKind, row: Row) -> None:
+        self.readings.setdefault(kind, []).append(row)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.readings.values()) + len(self.rejections)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    inserted: int
+    duplicates: int
+    rejected: int
+
+
+async def prepare_writer(conn: asyncpg.Connection) -> None:
+    """Create this session's staging tables (dropped with the connection)."""
+    for spec in TABLES.values():
+        await conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {spec.stage} "
+            f"(LIKE {spec.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+
+
+async def write_batch(conn: asyncpg.Connection, batch: WriteBatch) -> WriteResult:
+    """Store a batch in one transaction. Raises on failure; nothing is kept then."""
+    inserted = offered = 0
+    async with conn.transaction():
+        for kind, rows in batch.readings.items():
+            if not rows:
+                continue
+            spec = TABLES[kind]
+            await conn.copy_records_to_table(spec.stage, records=rows, columns=spec.columns)
+            cols = ", ".join(spec.columns)
+            status = await conn.execute(
+                f"INSERT INTO {spec.table} ({cols}) SELECT {cols} FROM {spec.stage} "
+                "ON CONFLICT (device_id, ts) DO NOTHING"
+            )
+            inserted += int(status.rsplit(" ", 1)[1])
+            offered += len(rows)
+        if batch.rejections:
+            await conn.copy_records_to_table(
+                "rejected_messages", records=batch.rejections, columns=REJECT_COLUMNS
+            )
+    return WriteResult(inserted, offered - inserted, len(batch.rejections))
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    device_id: str
+    ts: datetime
+    received_at: datetime
+    values: dict[str, Any]
+
+
+def _stored(spec: TableSpec, row: asyncpg.Record) -> StoredReading:
+    return StoredReading(
+        device_id=row["device_id"],
+        ts=row["ts"],
+        received_at=row["received_at"],
+        values={c: row[c] for c in spec.value_columns},
+    )
+
+
+async def latest_reading(
+    conn: asyncpg.Connection | asyncpg.Pool, kind: DeviceKind, device_id: str
+) -> StoredReading | None:
+    spec = TABLES[kind]
+    row = await conn.fetchrow(
+        f"SELECT {', '.join(spec.columns)} FROM {spec.table} "
+        "WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
+        device_id,
+    )
+    return _stored(spec, row) if row else None
+
+
+async def readings_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    kind: DeviceKind,
+    device_id: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    after: datetime | None,
+    limit: int,
+    descending: bool,
+) -> list[StoredReading]:
+    """Readings in [start, end), strictly past the cursor `after` in the requested order."""
+    spec = TABLES[kind]
+    cursor_op, order = ("<", "DESC") if descending else (">", "ASC")
+    rows = await conn.fetch(
+        f"SELECT {', '.join(spec.columns)} FROM {spec.table} "
+        "WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts >= $2) "
+        "AND ($3::timestamptz IS NULL OR ts < $3) "
+        f"AND ($4::timestamptz IS NULL OR ts {cursor_op} $4) "
+        f"ORDER BY ts {order} LIMIT $5",
+        device_id,
+        start,
+        end,
+        after,
+        limit,
+    )
+    return [_stored(spec, r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldStats:
+    min: float | None
+    max: float | None
+    avg: float | None
+    last: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start: datetime
+    count: int
+    fields: dict[str, FieldStats]
+
+
+# Buckets are aligned on a fixed origin so that results are the same on plain PostgreSQL and
+# TimescaleDB (date_bin behaves identically on both, time_bucket would need its own origin).
+_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
+
+
+async def aggregate(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    kind: DeviceKind,
+    device_id: str,
+    *,
+    bucket: timedelta,
+    start: datetime,
+    end: datetime,
+) -> list[Bucket]:
+    spec = TABLES[kind]
+    exprs = []
+    for c in spec.numeric_columns:
+        v = f"{c}::int" if c == "occupied" else c
+        exprs.append(
+            f"min({v})::float8, max({v})::float8, avg({v})::float8, "
+            f"((array_agg({v} ORDER BY ts DESC) FILTER (WHERE {c} IS NOT NULL))[1])::float8"
+        )
+    rows = await conn.fetch(
+        f"SELECT date_bin($2::interval, ts, {_ORIGIN}) AS bucket, count(*) AS n, "
+        f"{', '.join(exprs)} FROM {spec.table} "
+        "WHERE device_id = $1 AND ts >= $3 AND ts < $4 GROUP BY 1 ORDER BY 1",
+        device_id,
+        bucket,
+        start,
+        end,
+    )
+    out = []
+    for r in rows:
+        stats = {}
+        for i, c in enumerate(spec.numeric_columns):
+            base = 2 + 4 * i
+            stats[c] = FieldStats(r[base], r[base + 1], r[base + 2], r[base + 3])
+        out.append(Bucket(start=r["bucket"], count=r["n"], fields=stats))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Rejected messages
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedMessage:
+    id: int
+    received_at: datetime
+    topic: str
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+
+
+async def list_rejected(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    reason: str | None,
+    device_id: str | None,
+    since: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> list[RejectedMessage]:
+    rows = await conn.fetch(
+        """
+        SELECT id, received_at, topic, device_id, reason, detail, payload
+        FROM rejected_messages
+        WHERE ($1::text IS NULL OR reason = $1)
+          AND ($2::text IS NULL OR device_id = $2)
+          AND ($3::timestamptz IS NULL OR received_at >= $3)
+          AND ($4::bigint IS NULL OR id < $4)
+        ORDER BY id DESC
+        LIMIT $5
+        """,
+        reason,
+        device_id,
+        since,
+        before_id,
+        limit,
+    )
+    return [RejectedMessage(**dict(r)) for r in rows]
+
+
+async def count_rejected(
+    conn: asyncpg.Connection | asyncpg.Pool, *, since: datetime | None, device_id: str | None
+) -> dict[str, int]:
+    rows = await conn.fetch(
+        """
+        SELECT reason, count(*) AS n FROM rejected_messages
+        WHERE ($1::timestamptz IS NULL OR received_at >= $1)
+          AND ($2::text IS NULL OR device_id = $2)
+        GROUP BY reason ORDER BY reason
+        """,
+        since,
+        device_id,
+    )
+    return {r["reason"]: r["n"] for r in rows}
+
+
+async def server_info(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, str | None]:
+    row = await conn.fetchrow(
+        "SELECT current_setting('server_version') AS pg, "
+        "(SELECT extversion FROM pg_extension WHERE extname = 'timescaledb') AS tsdb"
+    )
+    assert row is not None
+    return {"postgresql": row["pg"], "timescaledb": row["tsdb"]}

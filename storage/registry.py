@@ -1,0 +1,186 @@
+"""The device registry: named queries returning typed records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from devices.kinds import DeviceKind
+from storage.errors import DuplicateDevice
+
+_COLUMNS = (
+    "id, kind, label, lat, lon, group_name, attributes, status, created_at, updated_at, "
+    "decommissioned_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    id: str
+    kind: DeviceKind
+    label: str
+    lat: float | None
+    lon: float | None
+    group: str | None
+    attributes: dict[str, Any]
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    decommissioned_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+def _record(row: asyncpg.Record) -> DeviceRecord:
+    return DeviceRecord(
+        id=row["id"],
+        kind=DeviceKind(row["kind"]),
+        label=row["label"],
+        lat=row["lat"],
+        lon=row["lon"],
+        group=row["group_name"],
+        attributes=row["attributes"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        decommissioned_at=row["decommissioned_at"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    id: str
+    kind: DeviceKind
+    label: str
+    lat: float | None
+    lon: float | None
+    group: str | None
+    attributes: dict[str, Any]
+
+
+async def create_device(conn: asyncpg.Connection | asyncpg.Pool, dev: NewDevice) -> DeviceRecord:
+    try:
+        row = await conn.fetchrow(
+            f"""
+            INSERT INTO devices (id, kind, label, lat, lon, group_name, attributes)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            RETURNING {_COLUMNS}
+            """,
+            dev.id,
+            dev.kind.value,
+            dev.label,
+            dev.lat,
+            dev.lon,
+            dev.group,
+            dev.attributes,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise DuplicateDevice(dev.id) from exc
+    assert row is not None
+    return _record(row)
+
+
+async def get_device(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: str
+) -> DeviceRecord | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM devices WHERE id = $1", device_id)
+    return _record(row) if row else None
+
+
+async def get_devices(
+    conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[str]
+) -> list[DeviceRecord]:
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM devices WHERE id = ANY($1::text[])", list(ids))
+    return [_record(r) for r in rows]
+
+
+async def devices_changed_since(
+    conn: asyncpg.Connection | asyncpg.Pool, since: datetime
+) -> list[DeviceRecord]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM devices WHERE updated_at >= $1 ORDER BY updated_at", since
+    )
+    return [_record(r) for r in rows]
+
+
+async def list_devices(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    kind: DeviceKind | None = None,
+    group: str | None = None,
+    status: str | None = None,
+    after_id: str | None = None,
+    limit: int = 100,
+) -> list[DeviceRecord]:
+    """Keyset pagination by id: stable under concurrent inserts, unlike OFFSET."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM devices
+        WHERE ($1::text IS NULL OR kind = $1)
+          AND ($2::text IS NULL OR group_name = $2)
+          AND ($3::text IS NULL OR status = $3)
+          AND ($4::text IS NULL OR id > $4)
+        ORDER BY id
+        LIMIT $5
+        """,
+        kind.value if kind else None,
+        group,
+        status,
+        after_id,
+        limit,
+    )
+    return [_record(r) for r in rows]
+
+
+async def update_device(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    device_id: str,
+    *,
+    label: str,
+    lat: float | None,
+    lon: float | None,
+    group: str | None,
+    attributes: dict[str, Any],
+    status: str,
+) -> DeviceRecord | None:
+    row = await conn.fetchrow(
+        f"""
+        UPDATE devices
+        SET label = $2, lat = $3, lon = $4, group_name = $5, attributes = $6, status = $7,
+            decommissioned_at = CASE WHEN $7 = 'decommissioned'
+                                     THEN coalesce(decommissioned_at, now()) END,
+            updated_at = now()
+        WHERE id = $1
+        RETURNING {_COLUMNS}
+        """,
+        device_id,
+        label,
+        lat,
+        lon,
+        group,
+        attributes,
+        status,
+    )
+    return _record(row) if row else None
+
+
+async def decommission_device(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: str
+) -> DeviceRecord | None:
+    row = await conn.fetchrow(
+        f"""
+        UPDATE devices
+        SET status = 'decommissioned', decommissioned_at = coalesce(decommissioned_at, now()),
+            updated_at = now()
+        WHERE id = $1
+        RETURNING {_COLUMNS}
+        """,
+        device_id,
+    )
+    return _record(row) if row else None

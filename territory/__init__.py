@@ -1,0 +1,1 @@
+"""Process entry points, settings and the embedded development services."""

@@ -1,0 +1,236 @@
+"""`territory`: one console command for every process of the platform."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+from pydantic import ValidationError
+
+from territory.config import DEV_ADMIN_KEY, Settings, load_settings
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ValidationError as exc:
+        raise SystemExit(f"invalid configuration:\n{exc}") from exc
+
+
+def cmd_migrate(settings: Settings) -> int:
+    from storage.migrate import migrate
+    from storage.pool import connect
+
+    if not settings.database_url:
+        raise SystemExit("TERRITORY_DATABASE_URL must be set")
+
+    async def _run() -> None:
+        conn = await connect(settings.database_url)
+        try:
+            report = await migrate(conn)
+        finally:
+            await conn.close()
+        applied = ", ".join(report.applied) or "nothing new"
+        print(f"migrations applied: {applied} (storage: {report.backend})")
+        if report.pending_timescale:
+            print("TimescaleDB not available; kept pending: " + ", ".join(report.pending_timescale))
+
+    asyncio.run(_run())
+    return 0
+
+
+def cmd_ingest(settings: Settings) -> int:
+    from ingest.service import main
+
+    main(settings)
+    return 0
+
+
+def cmd_api(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings.require_services()
+    if not settings.admin_key:
+        raise SystemExit("TERRITORY_ADMIN_KEY must be set")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from simulators.cli import run
+
+    if not settings.mqtt_url:
+        raise SystemExit("TERRITORY_MQTT_URL must be set")
+    code: int = run(
+        args,
+        api_url=settings.api_url,
+        admin_key=settings.admin_key or DEV_ADMIN_KEY,
+        mqtt_url=settings.mqtt_url,
+    )
+    return code
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the API did not answer at {url} within {timeout:.0f}s")
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Everything on one machine: embedded services when none are configured."""
+    from territory import devenv
+
+    env = dict(os.environ)
+    with ExitStack() as stack:
+        if not settings.database_url or not settings.mqtt_url:
+            data_dir = Path(settings.data_dir).resolve()
+            print(f"starting embedded PostgreSQL and Mosquitto under {data_dir} ...", flush=True)
+            services = stack.enter_context(
+                devenv.embedded_services(data_dir, install=os.geteuid() == 0)
+            )
+            env["TERRITORY_DATABASE_URL"] = settings.database_url or services.database_url
+            env["TERRITORY_MQTT_URL"] = settings.mqtt_url or services.mqtt_url
+        admin_key = settings.admin_key or DEV_ADMIN_KEY
+        env["TERRITORY_ADMIN_KEY"] = admin_key
+        port = args.port
+        if not _port_free(args.host, port):
+            port = devenv.free_port()
+        api_url = f"http://{args.host}:{port}"
+        env["TERRITORY_API_URL"] = api_url
+
+        exe = [sys.executable, "-m", "territory.cli"]
+        subprocess.run([*exe, "migrate"], env=env, check=True)
+        children: list[subprocess.Popen[bytes]] = []
+
+        def stop_children() -> None:
+            # Source first: simulator, then API, then ingest (which flushes and acks).
+            for child in reversed(children):
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+                    try:
+                        child.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        child.kill()
+
+        stack.callback(stop_children)
+        children.append(subprocess.Popen([*exe, "ingest"], env=env))
+        children.append(
+            subprocess.Popen([*exe, "api", "--host", args.host, "--port", str(port)], env=env)
+        )
+        _wait_http(f"{api_url}/health", timeout=30)
+        if not args.no_simulator:
+            sim = [
+                *exe,
+                "simulate",
+                "--devices",
+                str(args.sim_devices),
+                "--rate",
+                str(args.sim_rate),
+            ]
+            children.append(subprocess.Popen(sim, env=env))
+        print(
+            f"\nTerritory telemetry is running.\n"
+            f"  API docs:   {api_url}/docs\n"
+            f"  admin key:  {admin_key}\n"
+            f"  MQTT:       {env['TERRITORY_MQTT_URL']} (publish to devices/<id>/telemetry)\n"
+            f"  database:   {env['TERRITORY_DATABASE_URL']}\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        try:
+            while True:
+                for child in children[:2]:
+                    if child.poll() is not None:
+                        print(f"a platform process exited with {child.returncode}; stopping")
+                        return 1
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("\nstopping ...", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="territory", description="Telemetry platform for a smart territory."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations")
+    ing = sub.add_parser("ingest", help="run the MQTT → database ingest service")
+    ing.add_argument("--client-id", help="fixed MQTT client id (persistent session)")
+    ing.add_argument("--group", help="shared subscription group, for several ingest processes")
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host", default=None)
+    api.add_argument("--port", type=int, default=None)
+    sim = sub.add_parser("simulate", help="run a fleet of simulated devices")
+    from simulators.cli import add_arguments
+
+    add_arguments(sim)
+    run = sub.add_parser("run", help="run everything (embedded services when none configured)")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--no-simulator", action="store_true")
+    run.add_argument("--sim-devices", type=int, default=20, help="simulated devices per kind")
+    run.add_argument("--sim-rate", type=float, default=10, help="simulated messages per second")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    overrides: dict[str, object] = {}
+    if args.command == "ingest":
+        if args.client_id:
+            overrides["mqtt_client_id"] = args.client_id
+        if args.group:
+            overrides["mqtt_group"] = args.group
+    settings = _settings(**overrides)
+    if args.command == "migrate":
+        return cmd_migrate(settings)
+    if args.command == "ingest":
+        return cmd_ingest(settings)
+    if args.command == "api":
+        return cmd_api(settings, args.host or settings.api_host, args.port or settings.api_port)
+    if args.command == "simulate":
+        return cmd_simulate(settings, args)
+    return cmd_run(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Process settings, read once from the environment and validated at start-up.
+
+Every process builds one `Settings` with `load_settings()`; tests build their own with explicit
+values instead of mutating the environment.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_ADMIN_KEY = "dev-admin-key"
+
+
+class MqttTarget:
+    """The parts of an `mqtt://[user:pass@]host:port` URL that a client needs."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "tcp"):
+            raise ValueError(f"MQTT URL must start with mqtt://, got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"MQTT URL has no host: {url!r}")
+        self.host: str = parts.hostname
+        self.port: int = parts.port or 1883
+        self.username: str | None = unquote(parts.username) if parts.username else None
+        self.password: str | None = unquote(parts.password) if parts.password else None
+
+    def __repr__(self) -> str:
+        return f"MqttTarget({self.host}:{self.port}, user={self.username!r})"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TERRITORY_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+
+    # Empty means "start embedded services" for `territory run`; other commands require them.
+    database_url: str = ""
+    mqtt_url: str = ""
+    admin_key: str = ""
+
+    # Ingest tuning. The broker never has more than `mqtt_receive_maximum` unacknowledged
+    # messages in flight to one ingest process (MQTT v5 Receive Maximum), which bounds memory.
+    mqtt_client_id: str = "territory-ingest"
+    mqtt_group: str = ""
+    mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+    mqtt_receive_maximum: int = Field(default=4000, ge=1, le=65535)
+    mqtt_keepalive_s: int = Field(default=30, ge=5)
+    mqtt_topic_prefix: str = "devices"
+    batch_max_messages: int = Field(default=2000, ge=1)
+    batch_max_delay_ms: int = Field(default=50, ge=1)
+    future_tolerance_s: int = Field(default=600, ge=0)
+    device_refresh_s: float = Field(default=2.0, gt=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_url: str = "http://127.0.0.1:8000"
+
+    data_dir: str = ".territory"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("postgresql", "postgres"):
+            raise ValueError("TERRITORY_DATABASE_URL must be a postgresql:// URL")
+        return v
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt(cls, v: str) -> str:
+        if v:
+            MqttTarget(v)
+        return v
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Settings:
+        if self.environment == "production":
+            if not self.admin_key or self.admin_key == DEV_ADMIN_KEY or len(self.admin_key) < 16:
+                raise ValueError(
+                    "TERRITORY_ADMIN_KEY must be set to a secret of at least 16 characters "
+                    "in production"
+                )
+            if not self.database_url or not self.mqtt_url:
+                raise ValueError(
+                    "TERRITORY_DATABASE_URL and TERRITORY_MQTT_URL are required in production"
+                )
+        return self
+
+    @property
+    def mqtt(self) -> MqttTarget:
+        return MqttTarget(self.mqtt_url)
+
+    def require_services(self) -> None:
+        missing = [
+            name
+            for name, value in (
+                ("TERRITORY_DATABASE_URL", self.database_url),
+                ("TERRITORY_MQTT_URL", self.mqtt_url),
+            )
+            if not value
+        ]
+        if missing:
+            raise SystemExit(f"{' and '.join(missing)} must be set (or use `territory run`)")
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def generate_key() -> str:
+    return secrets.token_urlsafe(24)
