@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 
-
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -20,7 +19,9 @@ async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connect
 
 
 @asynccontextmanager
-async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[asyncpg.Pool]:
+async def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10
+) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
