@@ -2,18 +2,32 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
+import dataclasses
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import AwareDatetime, ValidationError
 
 from api.deps import PoolDep
+from api.registration import (
+    FieldError,
+    attributes_or_error,
+    check_decoder,
+    csv_rows,
+    new_device,
+    normalise_dev_eui,
+    normalise_wmbus_id,
+)
 from api.schemas import (
     DEVICE_ID_PATTERN,
     Aggregate,
     BucketOut,
+    BulkReport,
+    BulkRowError,
     Device,
     DeviceCreate,
     DevicePage,
@@ -22,16 +36,17 @@ from api.schemas import (
     Latest,
     Location,
     ParkingSensorValues,
+    Radio,
     ReadingOut,
     ReadingPage,
     WasteColumnValues,
     WaterMeterValues,
 )
-from devices.attributes import validate_attributes
 from devices.kinds import DeviceKind
 from storage import readings as rq
 from storage import registry
 from storage.errors import DuplicateDevice
+from storage.registry import NewDevice
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
@@ -40,6 +55,14 @@ Start = Annotated[
     AwareDatetime | None, Query(description="Inclusive lower bound (RFC 3339 with offset)")
 ]
 End = Annotated[AwareDatetime | None, Query(description="Exclusive upper bound")]
+
+MAX_BULK_ROWS = 10_000
+MAX_BULK_BYTES = 8 * 1024 * 1024
+
+
+class _RollBack(Exception):
+    """Leaves a dry-run import's transaction without committing it."""
+
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No device with this id"}}
 
@@ -57,18 +80,18 @@ def _device_out(d: registry.DeviceRecord) -> Device:
         created_at=d.created_at,
         updated_at=d.updated_at,
         decommissioned_at=d.decommissioned_at,
+        dev_eui=d.dev_eui,
+        wmbus_id=d.wmbus_id,
+        decoder=d.decoder,
     )
 
 
-def _attributes_or_422(kind: DeviceKind, raw: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return validate_attributes(kind, raw)
-    except ValidationError as exc:
-        errors = [
-            {"loc": ["body", "attributes", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False)
-        ]
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from exc
+def _field_error(exc: FieldError) -> HTTPException:
+    loc = ["body", *exc.field.split(".")] if exc.field else ["body"]
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        [{"loc": loc, "msg": exc.message, "type": "value_error"}],
+    )
 
 
 async def _get_or_404(pool: PoolDep, device_id: str) -> registry.DeviceRecord:
@@ -90,25 +113,135 @@ async def _get_or_404(pool: PoolDep, device_id: str) -> registry.DeviceRecord:
     responses={409: {"description": "A device with this id already exists"}},
 )
 async def create_device(body: DeviceCreate, pool: PoolDep) -> Device:
-    attributes = _attributes_or_422(body.kind, body.attributes)
     try:
-        rec = await registry.create_device(
-            pool,
-            registry.NewDevice(
-                id=body.id,
-                kind=body.kind,
-                label=body.label,
-                lat=body.location.lat if body.location else None,
-                lon=body.location.lon if body.location else None,
-                group=body.group,
-                attributes=attributes,
-            ),
-        )
+        new = new_device(body)
+    except FieldError as exc:
+        raise _field_error(exc) from exc
+    try:
+        rec = await registry.create_device(pool, new)
     except DuplicateDevice as exc:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"device {body.id!r} is already registered"
-        ) from exc
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return _device_out(rec)
+
+
+@router.post(
+    "/bulk",
+    response_model=BulkReport,
+    summary="Register many devices from a JSON array or a CSV file",
+    description="Send `application/json` (an array of POST /devices bodies) or `text/csv` "
+    "(header row: id, kind, label, lat, lon, group, dev_eui, wmbus_id, decoder and attribute "
+    "columns). Valid rows are created in one transaction; every refused row is reported with "
+    "its row number, field and reason. Rows whose id, DevEUI or wM-Bus id is already "
+    "registered (or repeated in the file) are refused, so a re-run creates nothing twice. "
+    "`dry_run=true` validates without creating.",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": "id,kind,group,dev_eui,decoder,depth_mm\n"
+                    "wc-0001,waste_column,round-a,24e124126b316403,milesight-em310-udl,1800\n",
+                },
+            },
+            "required": True,
+        }
+    },
+)
+async def bulk_register(request: Request, pool: PoolDep, dry_run: bool = False) -> BulkReport:
+    raw = await request.body()
+    if len(raw) > MAX_BULK_BYTES:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"at most {MAX_BULK_BYTES} bytes per import"
+        )
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "the file is not UTF-8 text"
+        ) from exc
+    if ctype in ("text/csv", "application/csv"):
+        try:
+            items: Any = csv_rows(text)
+        except FieldError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.message) from exc
+        except csv.Error as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"bad CSV: {exc}") from exc
+    elif ctype == "application/json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"malformed JSON: {exc}"
+            ) from exc
+        if not isinstance(items, list):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "the JSON body must be an array of devices"
+            )
+    else:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "send Content-Type application/json (an array) or text/csv",
+        )
+    if len(items) > MAX_BULK_ROWS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"at most {MAX_BULK_ROWS} devices per import"
+        )
+    errors: list[BulkRowError] = []
+    valid: list[tuple[int, NewDevice]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for n, item in enumerate(items, start=1):
+        dev_id = item.get("id") if isinstance(item, dict) else None
+        dev_id = dev_id if isinstance(dev_id, str) else None
+        try:
+            body = DeviceCreate.model_validate(item)
+            new = new_device(body)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in err["loc"]) or None
+            errors.append(BulkRowError(row=n, id=dev_id, field=field, message=err["msg"]))
+            continue
+        except FieldError as exc:
+            errors.append(BulkRowError(row=n, id=dev_id, field=exc.field, message=exc.message))
+            continue
+        keys = [
+            (name, value)
+            for name, value in (
+                ("id", new.id),
+                ("dev_eui", new.dev_eui),
+                ("wmbus_id", new.wmbus_id),
+            )
+            if value is not None
+        ]
+        clash = next((k for k in keys if k in seen), None)
+        if clash:
+            message = f"{clash[0]} {clash[1]} repeats row {seen[clash]}"
+            errors.append(BulkRowError(row=n, id=new.id, field=clash[0], message=message))
+            continue
+        seen.update((k, n) for k in keys)
+        valid.append((n, new))
+    created: list[str] = []
+    results: list[tuple[int, registry.DeviceRecord | DuplicateDevice]] = []
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                results = await registry.create_devices(conn, [d for _, d in valid])
+                if dry_run:
+                    raise _RollBack
+        except _RollBack:
+            pass
+    for idx, res in results:
+        n, dev = valid[idx]
+        if isinstance(res, DuplicateDevice):
+            field = next((f for f in ("dev_eui", "wmbus_id") if str(res).startswith(f)), "id")
+            errors.append(BulkRowError(row=n, id=dev.id, field=field, message=str(res)))
+        else:
+            created.append(res.id)
+    errors.sort(key=lambda e: e.row)
+    return BulkReport(
+        dry_run=dry_run, rows=len(items), created=len(created), created_ids=created, errors=errors
+    )
 
 
 @router.get("", response_model=DevicePage, summary="List devices")
@@ -152,20 +285,33 @@ async def update_device(device_id: DevicePath, body: DeviceUpdate, pool: PoolDep
                 attributes.pop(k, None)
             else:
                 attributes[k] = v
-    attributes = _attributes_or_422(dev.kind, attributes)
     lat, lon = dev.lat, dev.lon
     if "location" in fields:
         lat, lon = (body.location.lat, body.location.lon) if body.location else (None, None)
-    rec = await registry.update_device(
-        pool,
-        device_id,
-        label=body.label if body.label is not None else dev.label,
-        lat=lat,
-        lon=lon,
-        group=body.group if "group" in fields else dev.group,
-        attributes=attributes,
-        status=body.status or dev.status,
-    )
+    try:
+        attributes = attributes_or_error(dev.kind, attributes)
+        dev_eui = normalise_dev_eui(body.dev_eui) if "dev_eui" in fields else dev.dev_eui
+        wmbus_id = normalise_wmbus_id(body.wmbus_id) if "wmbus_id" in fields else dev.wmbus_id
+        decoder = body.decoder if "decoder" in fields else dev.decoder
+        check_decoder(dev.kind, decoder)
+    except FieldError as exc:
+        raise _field_error(exc) from exc
+    try:
+        rec = await registry.update_device(
+            pool,
+            device_id,
+            label=body.label if body.label is not None else dev.label,
+            lat=lat,
+            lon=lon,
+            group=body.group if "group" in fields else dev.group,
+            attributes=attributes,
+            status=body.status or dev.status,
+            dev_eui=dev_eui,
+            wmbus_id=wmbus_id,
+            decoder=decoder,
+        )
+    except DuplicateDevice as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     if rec is None:  # removed concurrently; devices are never deleted, so unlikely
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id!r} not found")
     return _device_out(rec)
@@ -198,7 +344,10 @@ def _values(kind: DeviceKind, v: dict[str, Any]) -> Any:
 
 
 def _reading_out(kind: DeviceKind, r: rq.StoredReading) -> ReadingOut:
-    return ReadingOut(ts=r.ts, received_at=r.received_at, values=_values(kind, r.values))
+    radio = Radio(**dataclasses.asdict(r.radio)) if r.radio else None
+    return ReadingOut(
+        ts=r.ts, received_at=r.received_at, values=_values(kind, r.values), radio=radio
+    )
 
 
 @router.get(

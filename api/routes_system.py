@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from api.deps import PoolDep
-from api.schemas import Health
+from api.deps import PoolDep, require_admin
+from api.schemas import DecoderOut, Health
+from devices.decoders import DECODERS
 from storage.errors import is_transient
 from storage.readings import server_info
 
@@ -29,3 +30,23 @@ async def health(pool: PoolDep) -> Health:
         postgresql_version=info["postgresql"],
         timescaledb_version=info["timescaledb"],
     )
+
+
+@router.get(
+    "/decoders",
+    response_model=list[DecoderOut],
+    tags=["devices"],
+    summary="Payload decoders a device can be bound to",
+    dependencies=[Depends(require_admin)],
+)
+async def list_decoders() -> list[DecoderOut]:
+    return [
+        DecoderOut(
+            name=d.info.name,
+            vendor=d.info.vendor,
+            model=d.info.model,
+            kind=d.info.kind,
+            description=d.info.description,
+        )
+        for d in sorted(DECODERS.values(), key=lambda d: d.info.name)
+    ]

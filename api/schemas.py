@@ -58,6 +58,23 @@ class DeviceCreate(BaseModel):
         description="Kind-specific: water_meter {district}; waste_column {depth_mm, capacity_l, "
         "waste_stream}; parking_sensor {zone}.",
     )
+    dev_eui: str | None = Field(
+        default=None,
+        description="LoRaWAN DevEUI (16 hex digits; separators and case are ignored). The "
+        "device's uplinks arrive through a network server's MQTT integration.",
+        examples=["24e124126b316403"],
+    )
+    wmbus_id: str | None = Field(
+        default=None,
+        description="The meter id wmbusmeters reports (`id` in its JSON).",
+        examples=["12345678"],
+    )
+    decoder: str | None = Field(
+        default=None,
+        description="Payload decoder, one of GET /decoders; its kind must match. Without one, "
+        "a LoRaWAN device's network-server-decoded object is mapped instead.",
+        examples=["milesight-em310-udl"],
+    )
 
 
 class DeviceUpdate(BaseModel):
@@ -72,6 +89,9 @@ class DeviceUpdate(BaseModel):
     group: str | None = Field(default=None, min_length=1, max_length=64)
     attributes: dict[str, Any] | None = None
     status: Literal["active", "decommissioned"] | None = None
+    dev_eui: str | None = Field(default=None, description="null unbinds")
+    wmbus_id: str | None = Field(default=None, description="null unbinds")
+    decoder: str | None = Field(default=None, description="null unbinds")
 
 
 class Device(BaseModel):
@@ -85,6 +105,9 @@ class Device(BaseModel):
     created_at: datetime
     updated_at: datetime
     decommissioned_at: datetime | None
+    dev_eui: str | None
+    wmbus_id: str | None
+    decoder: str | None
 
 
 class DevicePage(BaseModel):
@@ -95,10 +118,12 @@ class DevicePage(BaseModel):
 
 
 class WaterMeterValues(BaseModel):
-    index_m3: float
+    index_m3: float = Field(description="Cumulative volume, m³")
     flow_m3h: float | None
     battery_pct: float | None
     alarms: list[str]
+    temperature_c: float | None
+    battery_v: float | None
 
 
 class WasteColumnValues(BaseModel):
@@ -107,17 +132,30 @@ class WasteColumnValues(BaseModel):
     temperature_c: float | None
     battery_pct: float | None
     alarms: list[str]
+    battery_v: float | None
 
 
 class ParkingSensorValues(BaseModel):
     occupied: bool
     battery_pct: float | None
+    temperature_c: float | None
+    battery_v: float | None
+
+
+class Radio(BaseModel):
+    """How the uplink reached the network, for link-quality views (LoRaWAN devices)."""
+
+    rssi_dbm: float | None
+    snr_db: float | None
+    frame_counter: int | None
+    gateway_id: str | None
 
 
 class ReadingOut(BaseModel):
     ts: datetime = Field(description="When the device measured it")
     received_at: datetime = Field(description="When the platform received it")
     values: WaterMeterValues | WasteColumnValues | ParkingSensorValues
+    radio: Radio | None = Field(default=None, description="null for native MQTT devices")
 
 
 class Latest(BaseModel):
@@ -188,3 +226,26 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str | list[dict[str, Any]]
+
+
+class DecoderOut(BaseModel):
+    name: str
+    vendor: str
+    model: str
+    kind: DeviceKind
+    description: str
+
+
+class BulkRowError(BaseModel):
+    row: int = Field(description="1-based data row (CSV: the header is row 0) or array index + 1")
+    id: str | None
+    field: str | None = Field(description="The column or field at fault, when there is one")
+    message: str
+
+
+class BulkReport(BaseModel):
+    dry_run: bool
+    rows: int
+    created: int
+    created_ids: list[str]
+    errors: list[BulkRowError]

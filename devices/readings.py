@@ -19,6 +19,8 @@ class WaterMeterReading:
     flow_m3h: float | None = None
     battery_pct: float | None = None
     alarms: tuple[str, ...] = ()
+    temperature_c: float | None = None
+    battery_v: float | None = None
 
     kind: ClassVar[DeviceKind] = DeviceKind.WATER_METER
 
@@ -31,6 +33,7 @@ class WasteColumnReading:
     temperature_c: float | None = None
     battery_pct: float | None = None
     alarms: tuple[str, ...] = ()
+    battery_v: float | None = None
 
     kind: ClassVar[DeviceKind] = DeviceKind.WASTE_COLUMN
 
@@ -40,6 +43,8 @@ class ParkingReading:
     ts: datetime
     occupied: bool
     battery_pct: float | None = None
+    temperature_c: float | None = None
+    battery_v: float | None = None
 
     kind: ClassVar[DeviceKind] = DeviceKind.PARKING_SENSOR
 

@@ -13,6 +13,10 @@ class RejectReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     UNKNOWN_TOPIC = "unknown_topic"
     MISSING_ATTRIBUTE = "missing_attribute"
+    NO_DECODER = "no_decoder"
+    UNDECODABLE_PAYLOAD = "undecodable_payload"
+    OUT_OF_RANGE = "out_of_range"
+    NO_MEASUREMENT = "no_measurement"
 
 
 class Rejection(Exception):

@@ -22,6 +22,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ingest.sources import SourceKind
+
 log = logging.getLogger("territory.ingest.mqtt")
 
 
@@ -33,6 +35,7 @@ class Inbound:
     qos: int
     received_at: float
     generation: int
+    source: SourceKind
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class CollectorConfig:
     username: str | None
     password: str | None
     client_id: str
-    topics: Sequence[str]
+    topics: Sequence[tuple[str, SourceKind]]  # topic filter and the source it carries
     group: str = ""
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
@@ -73,7 +76,8 @@ class Collector:
         self._client.reconnect_delay_set(min_delay=1, max_delay=15)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        for topic, source in config.topics:
+            self._client.message_callback_add(topic, self._handler(source))
 
     # -- paho callbacks (network thread) -------------------------------------------------------
 
@@ -101,7 +105,7 @@ class Collector:
         # retainHandling=1: retained messages only on a brand new subscription, not every
         # time a persistent session resubscribes.
         options = SubscribeOptions(qos=1, retainHandling=1)
-        client.subscribe([(self._filter(t), options) for t in self.config.topics])
+        client.subscribe([(self._filter(t), options) for t, _ in self.config.topics])
         self.connected.set()
 
     def _on_disconnect(
@@ -116,17 +120,32 @@ class Collector:
         if reason_code.value != 0:
             log.warning("disconnected from broker: %s; reconnecting", reason_code)
 
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if not self._accepting:
-            return  # shutting down: left unacknowledged, redelivered to the next session
-        if msg.qos == 0 and len(self.queue) >= self.config.qos0_queue_limit:
-            self.dropped_qos0 += 1
-            return
-        self.received += 1
-        self.queue.append(
-            Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation)
-        )
-        self._wake()
+    def _handler(
+        self, source: SourceKind
+    ) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
+        queue, wake = self.queue, self._wake
+
+        def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            if not self._accepting:
+                return  # shutting down: left unacknowledged, redelivered to the next session
+            if msg.qos == 0 and len(queue) >= self.config.qos0_queue_limit:
+                self.dropped_qos0 += 1
+                return
+            self.received += 1
+            queue.append(
+                Inbound(
+                    msg.topic,
+                    bytes(msg.payload),
+                    msg.mid,
+                    msg.qos,
+                    time.time(),
+                    self.generation,
+                    source,
+                )
+            )
+            wake()
+
+        return on_message
 
     # -- control (any thread) --------------------------------------------------------------------
 

@@ -25,31 +25,63 @@ _OVERLAP = timedelta(seconds=30)
 
 @dataclass(frozen=True, slots=True)
 class KnownDevice:
+    id: str
     kind: DeviceKind
     active: bool
     attributes: dict[str, Any]
+    decoder: str | None
+    dev_eui: str | None
+    wmbus_id: str | None
 
 
 class DeviceCache:
+    """Devices by id, DevEUI and wM-Bus id (the identities the sources deliver)."""
+
     def __init__(self, refresh_s: float) -> None:
-        self._known: dict[str, KnownDevice] = {}
+        self._by: dict[str, dict[str, KnownDevice]] = {"id": {}, "dev_eui": {}, "wmbus_id": {}}
         self._refresh_s = refresh_s
         self._last_refresh = 0.0
         self._high_water: datetime | None = None
 
-    def get(self, device_id: str) -> KnownDevice | None:
-        return self._known.get(device_id)
+    def get(self, device_id: str, identity: str = "id") -> KnownDevice | None:
+        return self._by[identity].get(device_id)
 
     def _absorb(self, records: Iterable[DeviceRecord]) -> None:
         for r in records:
-            self._known[r.id] = KnownDevice(r.kind, r.active, r.attributes)
+            old = self._by["id"].get(r.id)
+            if old is not None:  # a rebinding must not leave the old radio identity behind
+                if old.dev_eui:
+                    self._by["dev_eui"].pop(old.dev_eui, None)
+                if old.wmbus_id:
+                    self._by["wmbus_id"].pop(old.wmbus_id, None)
+            known = KnownDevice(
+                r.id, r.kind, r.active, r.attributes, r.decoder, r.dev_eui, r.wmbus_id
+            )
+            self._by["id"][r.id] = known
+            if r.dev_eui:
+                self._by["dev_eui"][r.dev_eui] = known
+            if r.wmbus_id:
+                self._by["wmbus_id"][r.wmbus_id] = known
             if self._high_water is None or r.updated_at > self._high_water:
                 self._high_water = r.updated_at
 
-    async def lookup_missing(self, conn: asyncpg.Connection, ids: Iterable[str]) -> None:
-        missing = {i for i in ids if i not in self._known}
-        if missing:
-            self._absorb(await get_devices(conn, sorted(missing)))
+    async def lookup_missing(
+        self, conn: asyncpg.Connection, wanted: Iterable[tuple[str, str]]
+    ) -> None:
+        """Look up (identity, key) pairs not in the cache, in one query."""
+        missing: dict[str, set[str]] = {"id": set(), "dev_eui": set(), "wmbus_id": set()}
+        for identity, key in wanted:
+            if key not in self._by[identity]:
+                missing[identity].add(key)
+        if any(missing.values()):
+            self._absorb(
+                await get_devices(
+                    conn,
+                    sorted(missing["id"]),
+                    dev_euis=sorted(missing["dev_eui"]),
+                    wmbus_ids=sorted(missing["wmbus_id"]),
+                )
+            )
 
     async def refresh_if_due(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()
@@ -63,4 +95,4 @@ class DeviceCache:
         self._absorb(await devices_changed_since(conn, since))
 
     def __len__(self) -> int:
-        return len(self._known)
+        return len(self._by["id"])

@@ -20,11 +20,16 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from devices.decoders import DECODERS, Uplink
+from devices.decoders.ranges import check_ranges
 from devices.kinds import DeviceKind
+from devices.lns_objects import from_object
 from devices.native import decode_native
+from devices.readings import Reading
 from devices.rejections import Rejection, RejectReason
 from ingest.collector import Collector, Inbound
-from ingest.devicecache import DeviceCache
+from ingest.devicecache import DeviceCache, KnownDevice
+from ingest.sources import Envelope, IdentityKind, parse
 from storage.errors import is_transient
 from storage.pool import connect
 from storage.readings import WriteBatch, prepare_writer, reading_row, write_batch
@@ -184,45 +189,113 @@ class Pipeline:
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def _decode(self, m: Inbound) -> Decoded:
+    def _envelope(self, m: Inbound) -> Envelope:
+        return parse(m.source, m.topic, m.payload, self.config.topic_prefix)
+
+    def _decode(self, m: Inbound, envelope: Envelope | Rejection) -> list[Decoded]:
         received = datetime.fromtimestamp(m.received_at, UTC)
-        parts = m.topic.split("/")
-        device_id = parts[1] if len(parts) == 3 else None
+        device_id: str | None = None
         try:
-            if device_id is None or parts[0] != self.config.topic_prefix or parts[2] != "telemetry":
-                raise Rejection(
-                    RejectReason.UNKNOWN_TOPIC,
-                    f"expected {self.config.topic_prefix}/<device_id>/telemetry",
-                )
-            dev = self.cache.get(device_id)
+            if isinstance(envelope, Rejection):
+                if envelope.reason is RejectReason.UNKNOWN_TOPIC:
+                    raise envelope
+                device_id = _topic_device_id(m.topic, self.config.topic_prefix)
+                raise envelope
+            env = envelope
+            if env.identity is IdentityKind.DEVICE_ID:
+                device_id = env.key
+            dev = self.cache.get(env.key, env.identity.value)
             if dev is None:
                 raise Rejection(
-                    RejectReason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered"
+                    RejectReason.UNKNOWN_DEVICE,
+                    f"no device is registered with {env.identity.value} {env.key!r}",
                 )
+            device_id = dev.id
             if not dev.active:
                 raise Rejection(
-                    RejectReason.INACTIVE_DEVICE, f"device {device_id!r} is decommissioned"
+                    RejectReason.INACTIVE_DEVICE, f"device {dev.id!r} is decommissioned"
                 )
-            reading = decode_native(
-                dev.kind,
-                m.payload,
-                received_at=received,
-                attributes=dev.attributes,
-                future_tolerance=self.config.future_tolerance,
-            )
-            return Decoded(m, dev.kind, reading_row(device_id, received, reading))
+            readings = self._readings(dev, env, received)
+            out = []
+            for reading in readings:
+                if reading.ts - received > self.config.future_tolerance:
+                    raise Rejection(
+                        RejectReason.FUTURE_TIMESTAMP,
+                        f"ts {reading.ts.isoformat()} is more than "
+                        f"{self.config.future_tolerance} ahead of the time received "
+                        f"{received.isoformat()}",
+                    )
+                check_ranges(reading)
+                out.append(Decoded(m, dev.kind, reading_row(dev.id, received, reading, env.radio)))
+            return out
         except Rejection as rej:
-            return Decoded(m, None, _reject_row(m, received, device_id, rej.reason, rej.detail))
+            row = _reject_row(m, received, device_id, rej.reason, rej.detail)
+            return [Decoded(m, None, row)]
+
+    def _readings(self, dev: KnownDevice, env: Envelope, received: datetime) -> list[Reading]:
+        if env.native:
+            return [
+                decode_native(
+                    dev.kind,
+                    env.data,
+                    received_at=received,
+                    attributes=dev.attributes,
+                    future_tolerance=self.config.future_tolerance,
+                )
+            ]
+        ts = env.time or received
+        if dev.decoder:
+            decoder = DECODERS.get(dev.decoder)
+            if decoder is None:
+                raise Rejection(
+                    RejectReason.NO_DECODER, f"decoder {dev.decoder!r} is not known here"
+                )
+            uplink = Uplink(
+                data=env.data,
+                port=env.port,
+                time=ts,
+                attributes=dev.attributes,
+                decoded=env.decoded if env.identity is IdentityKind.WMBUS_ID else None,
+            )
+            try:
+                readings = list(decoder.decode(uplink))
+            except Rejection:
+                raise
+            except Exception as exc:  # a decoder bug must not stop the stream
+                raise Rejection(
+                    RejectReason.UNDECODABLE_PAYLOAD,
+                    f"decoder {dev.decoder} failed: {type(exc).__name__}: {exc}",
+                ) from exc
+        elif env.decoded is not None and env.identity is not IdentityKind.WMBUS_ID:
+            readings = from_object(dev.kind, env.decoded, ts, dev.attributes)
+        else:
+            raise Rejection(
+                RejectReason.NO_DECODER,
+                f"device {dev.id!r} has no decoder bound and the message carries no decoded "
+                "object; bind one (PATCH /devices/{id} with a decoder from GET /decoders)",
+            )
+        if not readings:
+            raise Rejection(RejectReason.NO_MEASUREMENT, "the frame carries no measurement")
+        return readings
 
     async def _decode_all(self, batch: Sequence[Inbound]) -> list[Decoded]:
-        ids = set()
+        envelopes: list[Envelope | Rejection] = []
+        wanted: set[tuple[str, str]] = set()
         for m in batch:
-            parts = m.topic.split("/")
-            if len(parts) == 3 and self.cache.get(parts[1]) is None:
-                ids.add(parts[1])
-        if ids:
-            await self.cache.lookup_missing(await self._connection(), ids)
-        return [self._decode(m) for m in batch]
+            try:
+                env = self._envelope(m)
+            except Rejection as rej:
+                envelopes.append(rej)
+                continue
+            envelopes.append(env)
+            if self.cache.get(env.key, env.identity.value) is None:
+                wanted.add((env.identity.value, env.key))
+        if wanted:
+            await self.cache.lookup_missing(await self._connection(), wanted)
+        out: list[Decoded] = []
+        for m, parsed in zip(batch, envelopes, strict=True):
+            out.extend(self._decode(m, parsed))
+        return out
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -267,18 +340,22 @@ class Pipeline:
         self._count(decoded, result.inserted, result.duplicates)
 
     async def _write_one_by_one(self, conn: asyncpg.Connection, decoded: list[Decoded]) -> None:
-        for d in decoded:
+        groups: dict[int, list[Decoded]] = {}
+        for d in decoded:  # all the rows of one message stand or fall together
+            groups.setdefault(id(d.message), []).append(d)
+        for group in groups.values():
             try:
-                result = await write_batch(conn, _to_batch([d]))
-                self._count([d], result.inserted, result.duplicates)
+                result = await write_batch(conn, _to_batch(group))
+                self._count(group, result.inserted, result.duplicates)
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                m = d.message
+                m = group[0].message
                 received = datetime.fromtimestamp(m.received_at, UTC)
-                parts = m.topic.split("/")
-                dev_id = parts[1] if len(parts) == 3 else None
-                row = _reject_row(m, received, dev_id, WRITE_FAILED, f"{type(exc).__name__}: {exc}")
+                first = group[0]
+                dev_id = str(first.row[0] if first.kind is not None else first.row[2] or "")
+                detail = f"{type(exc).__name__}: {exc}"
+                row = _reject_row(m, received, dev_id, WRITE_FAILED, detail)
                 await write_batch(conn, WriteBatch(rejections=[row]))
                 self.stats.rejected[WRITE_FAILED] += 1
 
@@ -288,6 +365,13 @@ class Pipeline:
         for d in decoded:
             if d.kind is None:
                 self.stats.rejected[str(d.row[3])] += 1
+
+
+def _topic_device_id(topic: str, prefix: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == prefix:
+        return parts[1]
+    return None
 
 
 def _reject_row(

@@ -9,13 +9,19 @@ from datetime import timedelta
 
 from ingest.collector import Collector, CollectorConfig
 from ingest.pipeline import Pipeline, PipelineConfig
+from ingest.sources import SourceKind
 from territory.config import Settings
 
 log = logging.getLogger("territory.ingest")
 
 
-def native_topics(settings: Settings) -> list[str]:
-    return [f"{settings.mqtt_topic_prefix}/+/telemetry"]
+def source_topics(settings: Settings) -> list[tuple[str, SourceKind]]:
+    """The native topic, then each gateway source whose filter is not switched off ("")."""
+    topics = [(f"{settings.mqtt_topic_prefix}/+/telemetry", SourceKind.NATIVE)]
+    for name, topic in settings.sources.items():
+        if topic:
+            topics.append((topic, SourceKind(name)))
+    return topics
 
 
 async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -40,7 +46,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> N
             password=target.password,
             client_id=settings.mqtt_client_id,
             group=settings.mqtt_group,
-            topics=native_topics(settings),
+            topics=source_topics(settings),
             keepalive_s=settings.mqtt_keepalive_s,
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,

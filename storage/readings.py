@@ -14,19 +14,41 @@ from typing import Any
 import asyncpg
 
 from devices.kinds import DeviceKind
-from devices.readings import Reading, WasteColumnReading, WaterMeterReading
+from devices.readings import Reading
+
+RADIO_COLUMNS = ("rssi_dbm", "snr_db", "frame_counter", "gateway_id")
+
+
+@dataclass(frozen=True, slots=True)
+class RadioMeta:
+    """How the uplink that carried a reading reached the network (LoRaWAN)."""
+
+    rssi_dbm: float | None = None
+    snr_db: float | None = None
+    frame_counter: int | None = None
+    gateway_id: str | None = None
+
+    def values(self) -> tuple[float | int | str | None, ...]:
+        return (self.rssi_dbm, self.snr_db, self.frame_counter, self.gateway_id)
+
+
+_NO_RADIO = RadioMeta()
 
 
 @dataclass(frozen=True)
 class TableSpec:
     kind: DeviceKind
     table: str
-    value_columns: tuple[str, ...]
-    numeric_columns: tuple[str, ...]
+    reading_fields: tuple[str, ...]  # reading dataclass fields stored, in column order
+    numeric_columns: tuple[str, ...]  # aggregated by the API
 
     @property
     def stage(self) -> str:
         return f"stage_{self.table}"
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        return (*self.reading_fields, *RADIO_COLUMNS)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -37,20 +59,20 @@ TABLES: dict[DeviceKind, TableSpec] = {
     DeviceKind.WATER_METER: TableSpec(
         DeviceKind.WATER_METER,
         "water_meter_readings",
-        ("index_m3", "flow_m3h", "battery_pct", "alarms"),
-        ("index_m3", "flow_m3h", "battery_pct"),
+        ("index_m3", "flow_m3h", "battery_pct", "alarms", "temperature_c", "battery_v"),
+        ("index_m3", "flow_m3h", "battery_pct", "temperature_c", "battery_v"),
     ),
     DeviceKind.WASTE_COLUMN: TableSpec(
         DeviceKind.WASTE_COLUMN,
         "waste_column_readings",
-        ("fill_pct", "distance_mm", "temperature_c", "battery_pct", "alarms"),
-        ("fill_pct", "distance_mm", "temperature_c", "battery_pct"),
+        ("fill_pct", "distance_mm", "temperature_c", "battery_pct", "alarms", "battery_v"),
+        ("fill_pct", "distance_mm", "temperature_c", "battery_pct", "battery_v"),
     ),
     DeviceKind.PARKING_SENSOR: TableSpec(
         DeviceKind.PARKING_SENSOR,
         "parking_sensor_readings",
-        ("occupied", "battery_pct"),
-        ("occupied", "battery_pct"),
+        ("occupied", "battery_pct", "temperature_c", "battery_v"),
+        ("occupied", "battery_pct", "temperature_c", "battery_v"),
     ),
 }
 
@@ -59,21 +81,15 @@ REJECT_COLUMNS = ("received_at", "topic", "device_id", "reason", "detail", "payl
 Row = tuple[Any, ...]
 
 
-def reading_row(device_id: str, received_at: datetime, r: Reading) -> Row:
-    if isinstance(r, WaterMeterReading):
-        return (device_id, r.ts, received_at, r.index_m3, r.flow_m3h, r.battery_pct, list(r.alarms))
-    if isinstance(r, WasteColumnReading):
-        return (
-            device_id,
-            r.ts,
-            received_at,
-            r.fill_pct,
-            r.distance_mm,
-            r.temperature_c,
-            r.battery_pct,
-            list(r.alarms),
-        )
-    return (device_id, r.ts, received_at, r.occupied, r.battery_pct)
+def reading_row(
+    device_id: str, received_at: datetime, r: Reading, radio: RadioMeta | None = None
+) -> Row:
+    spec = TABLES[r.kind]
+    values = [getattr(r, f) for f in spec.reading_fields]
+    if "alarms" in spec.reading_fields:
+        i = spec.reading_fields.index("alarms")
+        values[i] = list(values[i])
+    return (device_id, r.ts, received_at, *values, *(radio or _NO_RADIO).values())
 
 
 @dataclass
@@ -137,14 +153,17 @@ class StoredReading:
     ts: datetime
     received_at: datetime
     values: dict[str, Any]
+    radio: RadioMeta | None
 
 
 def _stored(spec: TableSpec, row: asyncpg.Record) -> StoredReading:
+    radio = RadioMeta(*(row[c] for c in RADIO_COLUMNS))
     return StoredReading(
         device_id=row["device_id"],
         ts=row["ts"],
         received_at=row["received_at"],
-        values={c: row[c] for c in spec.value_columns},
+        values={c: row[c] for c in spec.reading_fields},
+        radio=None if radio == _NO_RADIO else radio,
     )
 
 

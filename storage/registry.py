@@ -14,7 +14,7 @@ from storage.errors import DuplicateDevice
 
 _COLUMNS = (
     "id, kind, label, lat, lon, group_name, attributes, status, created_at, updated_at, "
-    "decommissioned_at"
+    "decommissioned_at, dev_eui, wmbus_id, decoder"
 )
 
 
@@ -31,6 +31,9 @@ class DeviceRecord:
     created_at: datetime
     updated_at: datetime
     decommissioned_at: datetime | None
+    dev_eui: str | None = None
+    wmbus_id: str | None = None
+    decoder: str | None = None
 
     @property
     def active(self) -> bool:
@@ -50,6 +53,9 @@ def _record(row: asyncpg.Record) -> DeviceRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         decommissioned_at=row["decommissioned_at"],
+        dev_eui=row["dev_eui"],
+        wmbus_id=row["wmbus_id"],
+        decoder=row["decoder"],
     )
 
 
@@ -62,28 +68,71 @@ class NewDevice:
     lon: float | None
     group: str | None
     attributes: dict[str, Any]
+    dev_eui: str | None = None
+    wmbus_id: str | None = None
+    decoder: str | None = None
+
+    def params(self) -> tuple[Any, ...]:
+        return (
+            self.id,
+            self.kind.value,
+            self.label,
+            self.lat,
+            self.lon,
+            self.group,
+            self.attributes,
+            self.dev_eui,
+            self.wmbus_id,
+            self.decoder,
+        )
+
+
+_INSERT = f"""
+    INSERT INTO devices
+        (id, kind, label, lat, lon, group_name, attributes, dev_eui, wmbus_id, decoder)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    RETURNING {_COLUMNS}
+"""
+
+
+def _conflict(exc: asyncpg.UniqueViolationError, dev: NewDevice) -> DuplicateDevice:
+    constraint = exc.constraint_name or ""
+    if "dev_eui" in constraint:
+        return DuplicateDevice(f"dev_eui {dev.dev_eui} is already bound to another device")
+    if "wmbus_id" in constraint:
+        return DuplicateDevice(f"wmbus_id {dev.wmbus_id} is already bound to another device")
+    return DuplicateDevice(f"device {dev.id!r} is already registered")
 
 
 async def create_device(conn: asyncpg.Connection | asyncpg.Pool, dev: NewDevice) -> DeviceRecord:
     try:
-        row = await conn.fetchrow(
-            f"""
-            INSERT INTO devices (id, kind, label, lat, lon, group_name, attributes)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            RETURNING {_COLUMNS}
-            """,
-            dev.id,
-            dev.kind.value,
-            dev.label,
-            dev.lat,
-            dev.lon,
-            dev.group,
-            dev.attributes,
-        )
+        row = await conn.fetchrow(_INSERT, *dev.params())
     except asyncpg.UniqueViolationError as exc:
-        raise DuplicateDevice(dev.id) from exc
+        raise _conflict(exc, dev) from exc
     assert row is not None
     return _record(row)
+
+
+async def create_devices(
+    conn: asyncpg.Connection, devs: Sequence[NewDevice]
+) -> list[tuple[int, DeviceRecord | DuplicateDevice]]:
+    """Create each device in its own savepoint, in one transaction.
+
+    Returns, for each input index, the new record or the conflict that kept it out, so a bulk
+    import reports exactly which rows were refused and creates nothing twice.
+    """
+    out: list[tuple[int, DeviceRecord | DuplicateDevice]] = []
+    async with conn.transaction():
+        for i, dev in enumerate(devs):
+            try:
+                async with conn.transaction():
+                    row = await conn.fetchrow(_INSERT, *dev.params())
+            except asyncpg.UniqueViolationError as exc:
+                out.append((i, _conflict(exc, dev)))
+                continue
+            assert row is not None
+            out.append((i, _record(row)))
+    return out
 
 
 async def get_device(
@@ -94,9 +143,19 @@ async def get_device(
 
 
 async def get_devices(
-    conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[str]
+    conn: asyncpg.Connection | asyncpg.Pool,
+    ids: Sequence[str] = (),
+    *,
+    dev_euis: Sequence[str] = (),
+    wmbus_ids: Sequence[str] = (),
 ) -> list[DeviceRecord]:
-    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM devices WHERE id = ANY($1::text[])", list(ids))
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM devices WHERE id = ANY($1::text[]) "
+        "OR dev_eui = ANY($2::text[]) OR wmbus_id = ANY($3::text[])",
+        list(ids),
+        list(dev_euis),
+        list(wmbus_ids),
+    )
     return [_record(r) for r in rows]
 
 
@@ -148,25 +207,38 @@ async def update_device(
     group: str | None,
     attributes: dict[str, Any],
     status: str,
+    dev_eui: str | None,
+    wmbus_id: str | None,
+    decoder: str | None,
 ) -> DeviceRecord | None:
-    row = await conn.fetchrow(
-        f"""
-        UPDATE devices
-        SET label = $2, lat = $3, lon = $4, group_name = $5, attributes = $6, status = $7,
-            decommissioned_at = CASE WHEN $7 = 'decommissioned'
-                                     THEN coalesce(decommissioned_at, now()) END,
-            updated_at = now()
-        WHERE id = $1
-        RETURNING {_COLUMNS}
-        """,
-        device_id,
-        label,
-        lat,
-        lon,
-        group,
-        attributes,
-        status,
-    )
+    try:
+        row = await conn.fetchrow(
+            f"""
+            UPDATE devices
+            SET label = $2, lat = $3, lon = $4, group_name = $5, attributes = $6, status = $7,
+                decommissioned_at = CASE WHEN $7 = 'decommissioned'
+                                         THEN coalesce(decommissioned_at, now()) END,
+                dev_eui = $8, wmbus_id = $9, decoder = $10,
+                updated_at = now()
+            WHERE id = $1
+            RETURNING {_COLUMNS}
+            """,
+            device_id,
+            label,
+            lat,
+            lon,
+            group,
+            attributes,
+            status,
+            dev_eui,
+            wmbus_id,
+            decoder,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        probe = NewDevice(
+            device_id, DeviceKind.WATER_METER, "", None, None, None, {}, dev_eui, wmbus_id, decoder
+        )
+        raise _conflict(exc, probe) from exc
     return _record(row) if row else None
 
 

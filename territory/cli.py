@@ -27,6 +27,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One line per HTTP request from the simulator's client is noise, not news.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -116,6 +118,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Everything on one machine: embedded services when none are configured."""
     from territory import devenv
 
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwind: stop the children, then the embedded services
+
+    signal.signal(signal.SIGTERM, _terminate)
     env = dict(os.environ)
     with ExitStack() as stack:
         if not settings.database_url or not settings.mqtt_url:

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_ADMIN_KEY = "dev-admin-key"
+SourceName = Literal["chirpstack", "tts", "wmbusmeters"]
 
 
 class MqttTarget:
@@ -52,6 +53,15 @@ class Settings(BaseSettings):
     mqtt_receive_maximum: int = Field(default=4000, ge=1, le=65535)
     mqtt_keepalive_s: int = Field(default=30, ge=5)
     mqtt_topic_prefix: str = "devices"
+    # Gateway sources and their topic filters; "" switches one off. As JSON in
+    # TERRITORY_SOURCES, e.g. {"chirpstack": "application/+/device/+/event/up", "tts": ""}.
+    sources: dict[SourceName, str] = Field(
+        default_factory=lambda: {  # type: ignore[arg-type]
+            "chirpstack": "application/+/device/+/event/up",
+            "tts": "v3/+/devices/+/up",
+            "wmbusmeters": "wmbusmeters/#",
+        }
+    )
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_max_delay_ms: int = Field(default=50, ge=1)
     future_tolerance_s: int = Field(default=600, ge=0)

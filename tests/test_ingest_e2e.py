@@ -73,7 +73,10 @@ class TestPublishToApi:
             "flow_m3h": 0.4,
             "battery_pct": 91.0,
             "alarms": ["leak"],
+            "temperature_c": None,
+            "battery_v": None,
         }
+        assert reading["radio"] is None
 
     def test_waste_column_distance_becomes_fill(
         self, api: TestClient, publisher: Publisher, uid: str
@@ -88,6 +91,7 @@ class TestPublishToApi:
             "temperature_c": 12.5,
             "battery_pct": None,
             "alarms": [],
+            "battery_v": None,
         }
 
     def test_parking_history_and_aggregate(

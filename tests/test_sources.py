@@ -1,0 +1,159 @@
+"""Envelope parsing for each source, on the network servers' published examples (pure)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from devices.rejections import Rejection, RejectReason
+from ingest.sources import (
+    IdentityKind,
+    parse_chirpstack,
+    parse_native,
+    parse_time,
+    parse_tts,
+    parse_wmbusmeters,
+)
+from tests.corpus_support import load
+
+CS_TOPIC = "application/17c82e96/device/{eui}/event/up"
+TTS_TOPIC = "v3/app1@ttn/devices/dev1/up"
+
+
+def raw(rel: str) -> bytes:
+    return str(load(rel)["json_verbatim_text"]).encode()
+
+
+def test_chirpstack_official_example() -> None:
+    env = parse_chirpstack(
+        CS_TOPIC.format(eui="0101010101010101"),
+        raw("envelopes/chirpstack_v4_up_official_docs.json"),
+    )
+    assert (env.identity, env.key) == (IdentityKind.DEV_EUI, "0101010101010101")
+    assert env.data == b"\xaa"
+    assert env.port == 1
+    assert env.time == datetime(2022, 7, 18, 9, 34, 15, 775023, tzinfo=UTC)
+    assert env.radio is not None
+    assert (env.radio.rssi_dbm, env.radio.snr_db, env.radio.gateway_id) == (
+        -36,
+        10.5,
+        "0016c001f153a14c",
+    )
+    assert env.radio.frame_counter == 0  # fCnt left out when zero in older messages
+    assert env.decoded is None
+
+
+def test_chirpstack_older_rxinfo_time_field_and_counter() -> None:
+    env = parse_chirpstack(
+        CS_TOPIC.format(eui="1000000000000001"),
+        raw("envelopes/chirpstack_v4_up_thingsboard_em310udl.json"),
+    )
+    assert env.data == bytes.fromhex("01755C03824408040001")
+    assert (env.port, env.radio and env.radio.frame_counter) == (85, 4)
+
+
+def test_chirpstack_topic_and_payload_eui_must_agree() -> None:
+    with pytest.raises(Rejection) as info:
+        parse_chirpstack(
+            CS_TOPIC.format(eui="ffffffffffffffff"),
+            raw("envelopes/chirpstack_v4_up_official_docs.json"),
+        )
+    assert info.value.reason == RejectReason.SCHEMA_VIOLATION
+
+
+@pytest.mark.parametrize(
+    ("rel", "eui", "port", "fcnt", "data"),
+    [
+        (
+            "envelopes/tts_v3_uplink_official_mqtt.json",
+            "4200000000000000",
+            15,
+            0,
+            b"Temperature = 0.0",
+        ),
+        (
+            "envelopes/tts_v3_uplink_thingsboard_em310udl.json",
+            "1000000000000001",
+            85,
+            10335,
+            bytes.fromhex("01755C03824408040001"),
+        ),
+        (
+            "envelopes/tts_v3_uplink_official_storage_api.json",
+            "1111111111111111",
+            10,
+            43,
+            bytes.fromhex("010A010A010A010A"),
+        ),
+    ],
+)
+def test_tts_examples(rel: str, eui: str, port: int, fcnt: int, data: bytes) -> None:
+    env = parse_tts(TTS_TOPIC, raw(rel))
+    assert (env.identity, env.key, env.port, env.data) == (IdentityKind.DEV_EUI, eui, port, data)
+    assert env.radio is not None and env.radio.frame_counter == fcnt
+
+
+def test_tts_data_formats_example_with_decoded_payload() -> None:
+    sample = load("envelopes/tts_v3_uplink_official_data_formats.json")
+    env = parse_tts(TTS_TOPIC, json.dumps(sample["json"]).encode())
+    assert env.decoded == sample["decoded"]
+    assert env.time is not None
+
+
+def test_tts_field_masked_message_falls_back_to_device_id() -> None:
+    sample = load("parking/tts_storage_api_parking_decoded.json")
+    env = parse_tts(TTS_TOPIC, json.dumps(sample["envelope_json"]).encode())
+    assert (env.identity, env.key) == (IdentityKind.DEVICE_ID, "dev1")
+    assert env.decoded == {"occupied": True, "type": "parking status"}
+    assert env.data == b""
+
+
+def test_wmbusmeters_readme_json() -> None:
+    sample = load("envelopes/wmbusmeters_mqtt_publish_readme.json")
+    env = parse_wmbusmeters("wmbusmeters/MyTapWater", str(sample["json_verbatim_text"]).encode())
+    assert (env.identity, env.key) == (IdentityKind.WMBUS_ID, "12345678")
+    assert env.decoded is not None and env.decoded["total_m3"] == 6.388
+
+
+@pytest.mark.parametrize(
+    ("parser", "payload", "reason"),
+    [
+        (parse_chirpstack, b"{", RejectReason.MALFORMED_JSON),
+        (parse_chirpstack, b"[]", RejectReason.SCHEMA_VIOLATION),
+        (parse_chirpstack, b'{"deviceInfo": {"devEui": "xyz"}}', RejectReason.SCHEMA_VIOLATION),
+        (
+            parse_chirpstack,
+            b'{"deviceInfo": {"devEui": "0101010101010101"}, "data": "%%"}',
+            RejectReason.SCHEMA_VIOLATION,
+        ),
+        (
+            parse_chirpstack,
+            b'{"deviceInfo": {"devEui": "0101010101010101"}, "fPort": 300}',
+            RejectReason.SCHEMA_VIOLATION,
+        ),
+        (parse_tts, b'{"end_device_ids": {}}', RejectReason.SCHEMA_VIOLATION),
+        (parse_wmbusmeters, b'{"total_m3": 1}', RejectReason.SCHEMA_VIOLATION),
+        (parse_wmbusmeters, b"\xff", RejectReason.MALFORMED_JSON),
+    ],
+)
+def test_bad_envelopes(parser, payload: bytes, reason: RejectReason) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(Rejection) as info:
+        parser(CS_TOPIC.format(eui="0101010101010101"), payload)
+    assert info.value.reason == reason
+
+
+def test_native_topic_shape() -> None:
+    assert parse_native("devices/wm-1/telemetry", b"{}", "devices").key == "wm-1"
+    with pytest.raises(Rejection) as info:
+        parse_native("devices/wm-1/status", b"{}", "devices")
+    assert info.value.reason == RejectReason.UNKNOWN_TOPIC
+
+
+def test_nanosecond_times_are_read_to_the_microsecond() -> None:
+    assert parse_time("2020-08-24T10:08:44.868680817Z", "t") == datetime(
+        2020, 8, 24, 10, 8, 44, 868680, tzinfo=UTC
+    )
+    with pytest.raises(Rejection):
+        parse_time("2020-08-24T10:08:44", "t")
