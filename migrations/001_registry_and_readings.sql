@@ -33,7 +33,7 @@ CREATE TABLE water_meter_readings (
     received_at timestamptz NOT NULL,
     index_m3    double precision NOT NULL,
     flow_m3h    double precision,
-    battery_pct real,
+    battery_pct double precision,
     alarms      text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (device_id, ts)
 );
@@ -42,10 +42,10 @@ CREATE TABLE waste_column_readings (
     device_id     text NOT NULL,
     ts            timestamptz NOT NULL,
     received_at   timestamptz NOT NULL,
-    fill_pct      real NOT NULL,
-    distance_mm   real,
-    temperature_c real,
-    battery_pct   real,
+    fill_pct      double precision NOT NULL,
+    distance_mm   double precision,
+    temperature_c double precision,
+    battery_pct   double precision,
     alarms        text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (device_id, ts)
 );
@@ -55,7 +55,7 @@ CREATE TABLE parking_sensor_readings (
     ts          timestamptz NOT NULL,
     received_at timestamptz NOT NULL,
     occupied    boolean NOT NULL,
-    battery_pct real,
+    battery_pct double precision,
     PRIMARY KEY (device_id, ts)
 );
 

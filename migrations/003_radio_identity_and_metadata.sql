@@ -11,24 +11,24 @@ CREATE UNIQUE INDEX devices_dev_eui_key ON devices (dev_eui) WHERE dev_eui IS NO
 CREATE UNIQUE INDEX devices_wmbus_id_key ON devices (wmbus_id) WHERE wmbus_id IS NOT NULL;
 
 ALTER TABLE water_meter_readings
-    ADD COLUMN temperature_c real,
-    ADD COLUMN battery_v     real,
-    ADD COLUMN rssi_dbm      real,
-    ADD COLUMN snr_db        real,
+    ADD COLUMN temperature_c double precision,
+    ADD COLUMN battery_v     double precision,
+    ADD COLUMN rssi_dbm      double precision,
+    ADD COLUMN snr_db        double precision,
     ADD COLUMN frame_counter bigint,
     ADD COLUMN gateway_id    text;
 
 ALTER TABLE waste_column_readings
-    ADD COLUMN battery_v     real,
-    ADD COLUMN rssi_dbm      real,
-    ADD COLUMN snr_db        real,
+    ADD COLUMN battery_v     double precision,
+    ADD COLUMN rssi_dbm      double precision,
+    ADD COLUMN snr_db        double precision,
     ADD COLUMN frame_counter bigint,
     ADD COLUMN gateway_id    text;
 
 ALTER TABLE parking_sensor_readings
-    ADD COLUMN temperature_c real,
-    ADD COLUMN battery_v     real,
-    ADD COLUMN rssi_dbm      real,
-    ADD COLUMN snr_db        real,
+    ADD COLUMN temperature_c double precision,
+    ADD COLUMN battery_v     double precision,
+    ADD COLUMN rssi_dbm      double precision,
+    ADD COLUMN snr_db        double precision,
     ADD COLUMN frame_counter bigint,
     ADD COLUMN gateway_id    text;
