@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     from simulators.cli import add_arguments
 
     add_arguments(sim)
+    from territory.admin_cli import add_arguments as add_admin_arguments
+
+    add_admin_arguments(sub)
     run = sub.add_parser("run", help="run everything (embedded services when none configured)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
@@ -235,6 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_api(settings, args.host or settings.api_host, args.port or settings.api_port)
     if args.command == "simulate":
         return cmd_simulate(settings, args)
+    if args.command in ("devices", "decoders"):
+        from territory.admin_cli import run as run_admin
+
+        return run_admin(
+            args, api_url=settings.api_url, admin_key=settings.admin_key or DEV_ADMIN_KEY
+        )
     return cmd_run(settings, args)
 
 

@@ -1,0 +1,156 @@
+"""`territory devices ...` and `territory decoders`: the integrator's command line.
+
+A thin client of the HTTP API (TERRITORY_API_URL, TERRITORY_ADMIN_KEY), so the command line and
+the API enforce exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dev = sub.add_parser("devices", help="register and manage devices through the API")
+    dsub = dev.add_subparsers(dest="devices_command", required=True)
+
+    add = dsub.add_parser("add", help="register one device")
+    add.add_argument("id")
+    add.add_argument(
+        "--kind", required=True, choices=["water_meter", "waste_column", "parking_sensor"]
+    )
+    add.add_argument("--label", default="")
+    add.add_argument("--group")
+    add.add_argument("--lat", type=float)
+    add.add_argument("--lon", type=float)
+    add.add_argument("--dev-eui")
+    add.add_argument("--wmbus-id")
+    add.add_argument("--decoder")
+    add.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="kind attribute, e.g. --attr depth_mm=1800 (repeatable)",
+    )
+
+    imp = dsub.add_parser("import", help="register many devices from a CSV or JSON file")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--dry-run", action="store_true", help="validate only, create nothing")
+
+    show = dsub.add_parser("show", help="print one device")
+    show.add_argument("id")
+
+    ls = dsub.add_parser("list", help="list devices")
+    ls.add_argument("--kind")
+    ls.add_argument("--group")
+    ls.add_argument("--status", choices=["active", "decommissioned"])
+
+    rm = dsub.add_parser("decommission", help="decommission a device (its data is kept)")
+    rm.add_argument("id")
+
+    sub.add_parser("decoders", help="list the payload decoders a device can be bound to")
+
+
+def _attr_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _fail(r: httpx.Response) -> int:
+    try:
+        detail = r.json().get("detail", r.text)
+    except ValueError:
+        detail = r.text
+    print(f"error {r.status_code}: {json.dumps(detail, ensure_ascii=False)}", file=sys.stderr)
+    return 1
+
+
+def run(args: argparse.Namespace, *, api_url: str, admin_key: str) -> int:
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    try:
+        with httpx.Client(base_url=api_url, headers=headers, timeout=60) as client:
+            return _run(args, client)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach the API at {api_url}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, client: httpx.Client) -> int:
+    if args.command == "decoders":
+        r = client.get("/decoders")
+        if r.status_code != 200:
+            return _fail(r)
+        for d in r.json():
+            print(f"{d['name']:32} {d['kind']:15} {d['vendor']} {d['model']}")
+        return 0
+    cmd = args.devices_command
+    if cmd == "add":
+        body: dict[str, Any] = {"id": args.id, "kind": args.kind, "label": args.label}
+        for key in ("group", "dev_eui", "wmbus_id", "decoder"):
+            if getattr(args, key) is not None:
+                body[key] = getattr(args, key)
+        if args.lat is not None or args.lon is not None:
+            body["location"] = {"lat": args.lat, "lon": args.lon}
+        attrs = {}
+        for item in args.attr:
+            key, sep, value = item.partition("=")
+            if not sep:
+                print(f"--attr wants KEY=VALUE, got {item!r}", file=sys.stderr)
+                return 2
+            attrs[key] = _attr_value(value)
+        body["attributes"] = attrs
+        r = client.post("/devices", json=body)
+        if r.status_code != 201:
+            return _fail(r)
+        print(json.dumps(r.json(), indent=2, ensure_ascii=False))
+        return 0
+    if cmd == "import":
+        path: Path = args.file
+        ctype = "text/csv" if path.suffix.lower() == ".csv" else "application/json"
+        r = client.post(
+            "/devices/bulk",
+            content=path.read_bytes(),
+            headers={"Content-Type": ctype},
+            params={"dry_run": "true"} if args.dry_run else None,
+        )
+        if r.status_code != 200:
+            return _fail(r)
+        report = r.json()
+        verb = "would create" if report["dry_run"] else "created"
+        print(f"{report['rows']} rows: {verb} {report['created']}, refused {len(report['errors'])}")
+        for e in report["errors"]:
+            where = f" [{e['field']}]" if e["field"] else ""
+            print(f"  row {e['row']} ({e['id']}){where}: {e['message']}")
+        return 1 if report["errors"] else 0
+    if cmd in ("show", "decommission"):
+        r = (
+            client.get(f"/devices/{args.id}")
+            if cmd == "show"
+            else client.delete(f"/devices/{args.id}")
+        )
+        if r.status_code != 200:
+            return _fail(r)
+        print(json.dumps(r.json(), indent=2, ensure_ascii=False))
+        return 0
+    params = {
+        k: v for k, v in (("kind", args.kind), ("group", args.group), ("status", args.status)) if v
+    }
+    cursor = None
+    while True:
+        r = client.get("/devices", params={**params, **({"cursor": cursor} if cursor else {})})
+        if r.status_code != 200:
+            return _fail(r)
+        page = r.json()
+        for d in page["items"]:
+            print(f"{d['id']:32} {d['kind']:15} {d['status']:15} {d['group'] or ''}")
+        cursor = page["next_cursor"]
+        if not cursor:
+            return 0
