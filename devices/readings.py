@@ -19,7 +19,7 @@ class WaterMeterReading:
     flow_m3h: float | None = None
     battery_pct: float | None = None
     alarms: tuple[str, ...] = ()
-    temperature_c: float | None = None
+    temperature_c: float | None = None  # the water's current temperature at the meter
     battery_v: float | None = None
 
     kind: ClassVar[DeviceKind] = DeviceKind.WATER_METER

@@ -12,6 +12,7 @@ import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ class Expect:
     attributes: dict[str, Any] = field(default_factory=dict)  # registration attributes
     port: int | None = None  # fPort when the sample does not carry one
     divergence: str = ""  # a deliberate difference from the published values, and why
+    # How much older than the uplink a reading without its own clock is (a value's age field).
+    age: timedelta = timedelta(0)
 
     def sample(self) -> dict[str, Any]:
         return load(self.file)

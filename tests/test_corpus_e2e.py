@@ -193,7 +193,8 @@ def test_corpus_sample_through_ingest(
     if any("ts" in e for e in expected):
         expected = sorted(expected, key=lambda e: e["ts"])
     elif p.time is not None:
-        assert [datetime.fromisoformat(i["ts"]) for i in items] == [p.time] * len(items)
+        when = p.time - exp.age
+        assert [datetime.fromisoformat(i["ts"]) for i in items] == [when] * len(items)
     for want, got in zip(expected, items, strict=True):
         values = dict(got["values"])
         if "ts" in want:

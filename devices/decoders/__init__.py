@@ -11,7 +11,7 @@ import pkgutil
 
 from devices.decoders.base import Decoder, DecoderInfo, Uplink
 
-_INFRA = {"base", "ranges", "util"}
+_INFRA = {"base", "mbus", "ranges", "util"}
 
 
 def _load() -> dict[str, Decoder]:
