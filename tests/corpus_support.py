@@ -11,10 +11,12 @@ import base64
 import importlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from devices.decoders import Uplink
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 
@@ -82,3 +84,38 @@ def all_expectations() -> list[Expect]:
         module = importlib.import_module(f"tests.{path.stem}")
         out.extend(module.EXPECTATIONS)
     return out
+
+
+def uplink_for(exp: Expect, time: datetime) -> Uplink:
+    """What the ingest hands the decoder for this sample: the bytes and port of its envelope
+    (samples that come with their network server's message) or of the codec test vector, or,
+    for wmbusmeters, the JSON it published."""
+    sample = exp.sample()
+    if exp.decoder == "wmbusmeters":
+        meter = published(sample)
+        return Uplink(data=json.dumps(meter).encode(), port=None, time=time, decoded=meter)
+    env = sample.get("envelope_json")
+    if isinstance(env, dict) and "uplink_message" in env:  # The Things Stack v3
+        up = env["uplink_message"]
+        data, port = base64.b64decode(up["frm_payload"]), up.get("f_port", exp.port)
+    elif isinstance(env, dict) and "data" in env:  # ChirpStack v4
+        data, port = base64.b64decode(env["data"]), env.get("fPort", exp.port)
+    else:
+        data, port = payload_bytes(sample), sample_port(sample, exp.port)
+    return Uplink(data=data, port=port, time=time, attributes=exp.attributes)
+
+
+def assert_reading_matches(reading: Any, want: dict[str, Any]) -> None:
+    """Each expected field equals the reading's (floats approximately, alarms as sets)."""
+    import pytest
+
+    names = {f.name for f in fields(reading)}
+    for key, value in want.items():
+        assert key in names, f"{type(reading).__name__} has no field {key!r}"
+        actual = getattr(reading, key)
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            assert actual == pytest.approx(value), key
+        elif isinstance(value, tuple | list):
+            assert sorted(actual) == sorted(value), key
+        else:
+            assert actual == value, key

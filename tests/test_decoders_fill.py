@@ -4,10 +4,7 @@ malformed, error and non-measurement frames.
 
 from __future__ import annotations
 
-import base64
-from dataclasses import fields
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +14,9 @@ from devices.decoders.base import Uplink
 from devices.decoders.ranges import check_ranges
 from devices.kinds import DeviceKind
 from devices.readings import Reading, WasteColumnReading
-from devices.rejections import Rejection, RejectReason
+from devices.rejections import Rejection
 from tests.corpus_expect_fill import EXPECTATIONS
-from tests.corpus_support import CORPUS, Expect, payload_bytes, published, sample_port
+from tests.corpus_support import CORPUS
 
 NOW = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 
@@ -43,22 +40,6 @@ DF703 = "800001011107D000190000000000010081"  # heartbeat, level 2000 mm, 25 °C
 DF703_PARAMETERS = "800001031901041801" + "1E4B1E" + "00" * 12 + "81"
 LDDS04 = "0D4A03160318031A031501"
 ELSYS = "0100DD022B070E2E0E012C14000EB751"
-
-
-def _uplink_from_sample(exp: Expect) -> Uplink:
-    sample = exp.sample()
-    env = sample.get("envelope_json")
-    data: bytes
-    port: int | None
-    if Path(exp.file).name.startswith("tb_") and isinstance(env, dict):
-        if "uplink_message" in env:  # The Things Stack v3
-            up = env["uplink_message"]
-            data, port = base64.b64decode(up["frm_payload"]), up.get("f_port")
-        else:  # ChirpStack v4
-            data, port = base64.b64decode(env["data"]), env.get("fPort")
-    else:
-        data, port = payload_bytes(sample), sample_port(sample, exp.port)
-    return Uplink(data=data, port=port, time=NOW, attributes=exp.attributes)
 
 
 def _decode(name: str, frame: str, port: int | None = None, **attrs: Any) -> list[Reading]:
@@ -89,35 +70,6 @@ def test_every_fill_level_sample_has_exactly_one_expectation() -> None:
     listed = [e.file for e in EXPECTATIONS]
     assert sorted(listed) == files
     assert all(e.decoder in DECODERS for e in EXPECTATIONS)
-
-
-@pytest.mark.parametrize("exp", EXPECTATIONS, ids=[Path(e.file).name for e in EXPECTATIONS])
-def test_corpus_sample(exp: Expect) -> None:
-    uplink = _uplink_from_sample(exp)
-    decoder = DECODERS[exp.decoder]
-    if exp.reject is not None:
-        with pytest.raises(Rejection) as info:
-            for r in decoder.decode(uplink):
-                check_ranges(r)
-        assert info.value.reason == RejectReason(exp.reject)
-        return
-    assert exp.readings is not None
-    got = decoder.decode(uplink)
-    for r in got:
-        check_ranges(r)
-        assert isinstance(r, WasteColumnReading)
-        assert r.ts == NOW
-    expected = exp.readings(published(exp.sample()))
-    assert len(got) == len(expected)
-    names = {f.name for f in fields(WasteColumnReading)}
-    for reading, want in zip(got, expected, strict=True):
-        for key, value in want.items():
-            assert key in names, key
-            actual = getattr(reading, key)
-            if isinstance(value, float | int) and not isinstance(value, bool):
-                assert actual == pytest.approx(value), key
-            else:
-                assert actual == value, key
 
 
 # --- decoder catalogue --------------------------------------------------------------------

@@ -5,9 +5,7 @@ unknown, history-only and out-of-range input.
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,7 @@ from devices.kinds import DeviceKind
 from devices.readings import Reading, WaterMeterReading
 from devices.rejections import Rejection, RejectReason
 from tests.corpus_expect_water import EXPECTATIONS
-from tests.corpus_support import CORPUS, Expect, load, payload_bytes, published, sample_port
+from tests.corpus_support import CORPUS, load
 
 NOW = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 
@@ -50,19 +48,6 @@ AQUASTREAM = (
     "2D44B42509930310050E7221535104B4250107010000200413E02E00008410130000000002FD17000002FD74CB16"
 )
 QUANDIFY = "49FBDF010000DE1400000000000046EDDF0106FC8B0702E2E6535455"
-
-
-def _uplink_from_sample(exp: Expect) -> Uplink:
-    sample = exp.sample()
-    if exp.decoder == "wmbusmeters":
-        meter = published(sample)
-        return Uplink(data=json.dumps(meter).encode(), port=None, time=NOW, decoded=meter)
-    return Uplink(
-        data=payload_bytes(sample),
-        port=sample_port(sample, exp.port),
-        time=NOW,
-        attributes=exp.attributes,
-    )
 
 
 def _decode(name: str, frame: str | bytes, port: int | None = None) -> list[WaterMeterReading]:
@@ -116,39 +101,6 @@ def test_every_water_sample_has_exactly_one_expectation() -> None:
     assert sorted(listed) == sorted([*files, WMBUS_README])
     assert len(set(listed)) == len(listed)
     assert all(e.decoder in DECODERS for e in EXPECTATIONS)
-
-
-@pytest.mark.parametrize("exp", EXPECTATIONS, ids=[Path(e.file).name for e in EXPECTATIONS])
-def test_corpus_sample(exp: Expect) -> None:
-    uplink = _uplink_from_sample(exp)
-    decoder = DECODERS[exp.decoder]
-    if exp.reject is not None:
-        with pytest.raises(Rejection) as info:
-            for r in decoder.decode(uplink):
-                check_ranges(r)
-        assert info.value.reason == RejectReason(exp.reject)
-        return
-    assert exp.readings is not None
-    got = decoder.decode(uplink)
-    for r in got:
-        check_ranges(r)
-        assert isinstance(r, WaterMeterReading)
-        assert r.ts.tzinfo is not None
-    expected = exp.readings(published(exp.sample()))
-    assert len(got) == len(expected)
-    if not any("ts" in e for e in expected):
-        # No clock in the payload: the uplink time (GWF: minus the value's actuality duration).
-        age = timedelta(minutes=456) if exp.decoder == "gwf-rcm-lrw10" else timedelta(0)
-        assert [r.ts for r in got] == [NOW - age] * len(got)
-    names = {f.name for f in fields(WaterMeterReading)}
-    for reading, want in zip(got, expected, strict=True):
-        for key, value in want.items():
-            assert key in names, key
-            actual = getattr(reading, key)
-            if isinstance(value, float | int) and not isinstance(value, bool):
-                assert actual == pytest.approx(value), key
-            else:
-                assert actual == value, key
 
 
 # --- decoder catalogue --------------------------------------------------------------------
