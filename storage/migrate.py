@@ -77,6 +77,10 @@ async def _try_enable_timescaledb(conn: asyncpg.Connection) -> bool:
         return True
     if not await timescaledb_available(conn):
         return False
+    preloaded = str(await conn.fetchval("SHOW shared_preload_libraries"))
+    if "timescaledb" not in preloaded:
+        # Installed but not preloaded: CREATE EXTENSION would end the session (FATAL).
+        return False
     try:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except asyncpg.PostgresError:
