@@ -111,6 +111,14 @@ def _hours(delta: timedelta) -> float:
     return delta.total_seconds() / 3600
 
 
+def quimper_ambient_c(ts: datetime) -> float:
+    """Quimper's mild oceanic climate: ~6 °C in January, ~18 °C in July, ±4 °C a day."""
+    local = ts.astimezone(PARIS)
+    seasonal = 12.0 + 6.0 * math.cos(2 * math.pi * (local.timetuple().tm_yday - 200) / 365)
+    diurnal = 4.0 * math.cos(2 * math.pi * (_local_hour(local) - 15) / 24)
+    return seasonal + diurnal
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     """What the platform is told about a device before it publishes (POST /devices)."""
@@ -122,9 +130,13 @@ class Registration:
     lon: float
     group: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    # LoRaWAN identity and payload decoder, for devices whose uplinks come through a network
+    # server (`--format chirpstack|tts`); None for native MQTT devices.
+    dev_eui: str | None = None
+    decoder: str | None = None
 
     def as_request(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind.value,
             "label": self.label,
@@ -132,6 +144,11 @@ class Registration:
             "group": self.group,
             "attributes": dict(self.attributes),
         }
+        if self.dev_eui is not None:
+            body["dev_eui"] = self.dev_eui
+        if self.decoder is not None:
+            body["decoder"] = self.decoder
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,11 +490,8 @@ class WasteColumn(SimDevice):
             minutes=self._rng.randrange(0, 240))
 
     def ambient_c(self, ts: datetime) -> float:
-        """Quimper's mild oceanic climate: ~6 °C in January, ~18 °C in July, ±4 °C a day."""
-        local = ts.astimezone(PARIS)
-        seasonal = 12.0 + 6.0 * math.cos(2 * math.pi * (local.timetuple().tm_yday - 200) / 365)
-        diurnal = 4.0 * math.cos(2 * math.pi * (_local_hour(local) - 15) / 24)
-        return seasonal + diurnal + self._temp_offset
+        """The air around this column (its own offset on the town's climate)."""
+        return quimper_ambient_c(ts) + self._temp_offset
 
     def next_payload(self, ts: datetime) -> dict[str, Any]:
         dt_h = self._elapsed_h(ts)
@@ -814,4 +828,5 @@ __all__ = [
     "device_rng",
     "format_ts",
     "history",
+    "quimper_ambient_c",
 ]

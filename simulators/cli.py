@@ -17,7 +17,7 @@ from types import FrameType
 
 from devices.kinds import DeviceKind
 from simulators.behaviour import ALL_KINDS, build_fleet
-from simulators.faults import ALL_FAULTS, FaultInjector, FaultType
+from simulators.faults import ALL_FAULTS, NATIVE, FaultInjector, FaultType, Wire
 from simulators.fleet import (
     PublisherError,
     RegistrationError,
@@ -27,6 +27,7 @@ from simulators.fleet import (
     register_devices,
     simulate,
 )
+from simulators.lorawan import Network, NetworkServerWire, WireFormat, bind_lorawan
 
 # Leaves room for "-wm-0001" (and more digits) within the platform's 64-character device id.
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
@@ -114,6 +115,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="first publish H hours of history (one reading per device per 15 min "
                    "of simulated time, past timestamps) at --rate (default: 0)")
     g.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default: 1)")
+    g.add_argument("--format", type=WireFormat, choices=list(WireFormat),
+                   default=WireFormat.NATIVE,
+                   help="native: JSON on devices/<id>/telemetry; chirpstack / tts: each reading "
+                   "encoded as a real device's LoRaWAN payload (water: Kamstrup flowIQ 2200, "
+                   "waste: Milesight EM310-UDL, parking: Bosch PLS) in a ChirpStack v4 or The "
+                   "Things Stack v3 uplink on that network server's topic; devices are "
+                   "registered with a DevEUI and a decoder (default: native)")
     g = parser.add_argument_group("fault injection")
     g.add_argument("--faults", type=_probability, default=0.0, metavar="P",
                    help="probability that a message carries a fault, spread evenly over "
@@ -137,6 +145,12 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str
     if not devices:
         print("simulate: no devices to simulate (--devices 0)", file=sys.stderr)
         return 2
+    wire_format = WireFormat(getattr(args, "format", WireFormat.NATIVE))
+    wire: Wire = NATIVE
+    if wire_format is not WireFormat.NATIVE:
+        bind_lorawan(devices)
+        wire = NetworkServerWire(wire_format, devices, seed=args.seed,
+                                 network=Network(application=args.id_prefix))
     report = SimulationReport(devices=len(devices))
     if not args.no_register:
         print(f"registering {len(devices)} devices at {api_url} ...", file=sys.stderr)
@@ -153,7 +167,10 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str
         print(f"registered {result.created} new, {result.existing} already there",
               file=sys.stderr)
 
-    injector = (FaultInjector(args.faults, args.fault_types, seed=args.seed)
+    if isinstance(wire, NetworkServerWire):
+        print(f"publishing as a {wire_format} network server, e.g. "
+              f"{wire.topic(devices[0].device_id)}", file=sys.stderr)
+    injector = (FaultInjector(args.faults, args.fault_types, seed=args.seed, wire=wire)
                 if args.faults > 0 else None)
     config = SimulationConfig(rate=args.rate, duration_s=args.duration, count=args.count,
                               backfill_hours=args.backfill_hours)
@@ -173,7 +190,7 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str
                 if in_main else {})
     try:
         simulate(devices, endpoint, config, injector=injector, stop=stop, qos=args.qos,
-                 client_id=f"{args.id_prefix}-fleet-{os.getpid()}", report=report)
+                 client_id=f"{args.id_prefix}-fleet-{os.getpid()}", report=report, wire=wire)
     except PublisherError as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 1

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from devices.kinds import DeviceKind
 from simulators.behaviour import Telemetry, format_ts
@@ -39,11 +39,29 @@ def encode(payload: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One MQTT publish: the body as bytes, and the fault it carries, if any."""
+    """One MQTT publish: the body as bytes, and the fault it carries, if any.
+
+    `topic` is None for the native topic (`<prefix>/<device_id>/telemetry`, the prefix being
+    the publisher's); a network-server envelope names its own topic.
+    """
 
     device_id: str
     body: bytes
     fault: FaultType | None = None
+    topic: str | None = None
+
+
+class Wire(Protocol):
+    """How a reading goes on the wire: native JSON, or a network server's uplink envelope.
+
+    `encode` may keep per-device state (a LoRaWAN frame counter), so every call is one
+    transmission; `ts` overrides the time the message says it was taken / received.
+    `break_schema` sends the message in a shape the platform must refuse as a schema violation.
+    """
+
+    def encode(self, msg: Telemetry, ts: datetime | None = None) -> Outgoing: ...
+
+    def break_schema(self, msg: Telemetry, rng: random.Random) -> Outgoing: ...
 
 
 def _parse_fault_types(types: Iterable[FaultType | str]) -> tuple[FaultType, ...]:
@@ -107,6 +125,21 @@ _SCHEMA_BREAKERS: dict[DeviceKind, tuple[_Breaker, ...]] = {
 }
 
 
+class NativeWire:
+    """The platform's native JSON on `devices/<id>/telemetry`."""
+
+    def encode(self, msg: Telemetry, ts: datetime | None = None) -> Outgoing:
+        payload = msg.payload if ts is None else {**msg.payload, "ts": format_ts(ts)}
+        return Outgoing(msg.device_id, encode(payload))
+
+    def break_schema(self, msg: Telemetry, rng: random.Random) -> Outgoing:
+        breaker = rng.choice(_SCHEMA_BREAKERS[msg.kind])
+        return Outgoing(msg.device_id, encode(breaker(msg.payload, rng)))
+
+
+NATIVE = NativeWire()
+
+
 class FaultInjector:
     """Applies faults with probability `probability` per message, spread over `types`.
 
@@ -114,6 +147,11 @@ class FaultInjector:
     so the platform really sees that device's readings out of timestamp order (holding it for
     a fixed number of messages would not, in a large fleet). A held message whose device goes
     quiet is released after `max_hold` other messages, which bounds memory.
+
+    The faults apply to what goes on the wire (`wire`, native JSON by default): with a network
+    server's envelope, `malformed` breaks the envelope's JSON, `schema` its structure, `future`
+    dates the reception an hour ahead, and `duplicate` is the same frame twice (a
+    retransmission).
     """
 
     def __init__(
@@ -123,12 +161,14 @@ class FaultInjector:
         *,
         seed: int | str = 0,
         max_hold: int = 1000,
+        wire: Wire = NATIVE,
     ) -> None:
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"fault probability must be within [0, 1], got {probability}")
         self.probability = probability
         self.types = _parse_fault_types(types)
         self.max_hold = max_hold
+        self.wire = wire
         self._rng = random.Random(f"{seed}/faults")
         self.counts: dict[FaultType, int] = dict.fromkeys(ALL_FAULTS, 0)
         self._held: dict[str, tuple[int, Outgoing]] = {}  # device id -> (release at, message)
@@ -151,22 +191,22 @@ class FaultInjector:
         fault = self._pick()
         if fault is FaultType.OUT_OF_ORDER and msg.device_id in self._held:
             fault = None  # this is the message the held one must arrive after
-        body = encode(msg.payload)
+        wire = self.wire
         if fault is None:
-            out.append(Outgoing(msg.device_id, body))
+            out.append(wire.encode(msg))
         elif fault is FaultType.MALFORMED:
-            out.append(Outgoing(msg.device_id, self._malformed(body), fault))
+            good = wire.encode(msg)
+            out.append(replace(good, body=self._malformed(good.body), fault=fault))
         elif fault is FaultType.SCHEMA:
-            breaker = self._rng.choice(_SCHEMA_BREAKERS[msg.kind])
-            out.append(Outgoing(msg.device_id, encode(breaker(msg.payload, self._rng)), fault))
+            out.append(replace(wire.break_schema(msg, self._rng), fault=fault))
         elif fault is FaultType.DUPLICATE:
-            dup = Outgoing(msg.device_id, body, fault)
+            dup = replace(wire.encode(msg), fault=fault)
             out += [dup, dup]
         elif fault is FaultType.FUTURE:
-            out.append(Outgoing(msg.device_id, encode(self._future(msg.payload, now)), fault))
+            out.append(replace(wire.encode(msg, self._future(msg.payload, now)), fault=fault))
         elif fault is FaultType.OUT_OF_ORDER:
             self._held[msg.device_id] = (self._seen + self.max_hold,
-                                         Outgoing(msg.device_id, body, fault))
+                                         replace(wire.encode(msg), fault=fault))
         if fault is not None:
             self.counts[fault] += 1
         if fault is not FaultType.OUT_OF_ORDER and msg.device_id in self._held:
@@ -196,7 +236,8 @@ class FaultInjector:
             return b"READ;" + body.replace(b'"', b"").replace(b",", b";")
         return b"\x00\xff" + self._rng.randbytes(14)  # binary frame forwarded as is
 
-    def _future(self, payload: dict[str, Any], now: datetime | None) -> dict[str, Any]:
+    def _future(self, payload: dict[str, Any], now: datetime | None) -> datetime:
+        """An hour past the later of `now` and the message's own ts."""
         ts = payload.get("ts")
         base = now if now is not None else (
             datetime.fromisoformat(ts) if isinstance(ts, str) else None)
@@ -204,7 +245,17 @@ class FaultInjector:
             raise ValueError("a future fault needs `now` or a payload ts")
         if isinstance(ts, str):
             base = max(base, datetime.fromisoformat(ts))
-        return {**payload, "ts": format_ts(base + FUTURE_SHIFT)}
+        return base + FUTURE_SHIFT
 
 
-__all__ = ["ALL_FAULTS", "FUTURE_SHIFT", "FaultInjector", "FaultType", "Outgoing", "encode"]
+__all__ = [
+    "ALL_FAULTS",
+    "FUTURE_SHIFT",
+    "NATIVE",
+    "FaultInjector",
+    "FaultType",
+    "NativeWire",
+    "Outgoing",
+    "Wire",
+    "encode",
+]

@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from simulators.behaviour import PARIS, Registration, SimDevice, Telemetry, history
-from simulators.faults import FaultInjector, Outgoing, encode
+from simulators.faults import NATIVE, FaultInjector, Outgoing, Wire
 
 # --------------------------------------------------------------------------------------------
 # Registration
@@ -52,6 +52,9 @@ async def register_devices_async(
 ) -> RegistrationResult:
     """POST every device to `{api_url}/devices`; 201 and 409 both mean it is there.
 
+    A device registered with a DevEUI that already exists is PATCHed with that DevEUI and its
+    decoder, so a fleet first run natively can then publish through a network server.
+
     A small fixed concurrency registers a thousand devices in seconds without looking like a
     denial of service to a development API. The first other answer aborts with its body,
     because it means every later registration would fail the same way (bad key, bad schema).
@@ -68,6 +71,21 @@ async def register_devices_async(
                 resp = await client.post(url, json=reg.as_request(), headers=headers)
             except httpx.HTTPError as exc:
                 raise RegistrationError(f"cannot register {reg.id} at {url}: {exc}") from exc
+            if resp.status_code == 409 and reg.dev_eui is not None:
+                # Registered before (perhaps natively): bind the radio identity and decoder
+                # this run publishes with, or its uplinks would be refused as unknown.
+                patch = {"dev_eui": reg.dev_eui, "decoder": reg.decoder}
+                try:
+                    resp = await client.patch(f"{url}/{reg.id}", json=patch, headers=headers)
+                except httpx.HTTPError as exc:
+                    raise RegistrationError(f"cannot update {reg.id} at {url}: {exc}") from exc
+                if resp.status_code == 200:
+                    existing += 1
+                    return
+                raise RegistrationError(
+                    f"{reg.id} exists; binding DevEUI {reg.dev_eui} and decoder {reg.decoder} "
+                    f"failed: HTTP {resp.status_code}: {resp.text[:2000]}"
+                )
         if resp.status_code == 201:
             created += 1
         elif resp.status_code == 409:
@@ -432,13 +450,21 @@ def simulate(
     qos: int = 1,
     client_id: str | None = None,
     report: SimulationReport | None = None,
+    wire: Wire | None = None,
 ) -> SimulationReport:
     """Publish the fleet's backfill, then live readings, until a limit or `stop`.
+
+    `wire` is how readings are sent (native JSON by default, or a network server's envelopes,
+    `simulators.lorawan`); an injector brings its own and must agree with it.
 
     Setting `stop` (the CLI does so on Ctrl-C) ends publishing at once; held-back
     out-of-order messages are still sent and every PUBACK waited for, up to
     `config.ack_timeout_s`, so the report's counts are final.
     """
+    if wire is None:
+        wire = injector.wire if injector is not None else NATIVE
+    elif injector is not None and injector.wire is not wire:
+        raise ValueError("the fault injector publishes through another wire")
     stop = stop if stop is not None else threading.Event()
     report = report if report is not None else SimulationReport(devices=len(devices))
     report.devices = len(devices)
@@ -453,19 +479,22 @@ def simulate(
     def fault_total() -> int:
         return injector.total if injector is not None else 0
 
+    def topic_of(o: Outgoing) -> str:
+        return o.topic if o.topic is not None else topic_for(o.device_id, config.topic_prefix)
+
     def send(outgoing: list[Outgoing], phase: str) -> bool:
         """Publish one message's worth (a duplicate, a released held message) as a unit, so
         none of it is lost to a limit; False once publishing should stop."""
         for o in outgoing:
             pacer.wait(stop)  # once stopped, the rest of the unit goes out unpaced
-            if not pub.publish(topic_for(o.device_id, config.topic_prefix), o.body, stop):
+            if not pub.publish(topic_of(o), o.body, stop):
                 return False
             progress_line.update(pub, fault_total(), phase)
         return not stop.is_set() and not (config.count and pub.published >= config.count)
 
     def to_outgoing(msg: Telemetry) -> list[Outgoing]:
         if injector is None:
-            return [Outgoing(msg.device_id, encode(msg.payload))]
+            return [wire.encode(msg)]
         return injector.apply(msg, now=datetime.now(PARIS))
 
     try:
@@ -492,7 +521,7 @@ def simulate(
         if injector is not None:
             # Even when interrupted: a held message is one the platform should still get.
             for o in injector.drain():
-                pub.publish(topic_for(o.device_id, config.topic_prefix), o.body, stop)
+                pub.publish(topic_of(o), o.body, stop)
         deadline = time.monotonic() + config.ack_timeout_s
         while not pub.wait_for_acks(min(1.0, max(0.0, deadline - time.monotonic()))):
             progress_line.update(pub, fault_total(), "waiting for acks", force=True)
