@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import asyncpg
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api import routes_devices, routes_rejected, routes_system
 from api.deps import require_admin
+from api.schemas import ErrorBody
 from storage.errors import is_transient
 from storage.pool import open_pool
 from territory.config import Settings
@@ -43,9 +46,17 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     protected = [Depends(require_admin)]
-    app.include_router(routes_system.router)
-    app.include_router(routes_devices.router, dependencies=protected)
-    app.include_router(routes_rejected.router, dependencies=protected)
+    errors: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorBody, "description": "Missing or wrong bearer key"},
+        422: {
+            "model": ErrorBody,
+            "description": "Invalid input: `detail` lists each problem with its location "
+            "(`loc`), or is a sentence when the request as a whole is refused",
+        },
+    }
+    app.include_router(routes_system.router, responses=errors)
+    app.include_router(routes_devices.router, dependencies=protected, responses=errors)
+    app.include_router(routes_rejected.router, dependencies=protected, responses=errors)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -54,6 +65,13 @@ def create_app(settings: Settings) -> FastAPI:
             for e in exc.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(asyncpg.DataError)
+    async def _data(request: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # Values PostgreSQL cannot take (a NUL byte in a text parameter, say) are bad input.
+        return JSONResponse(
+            status_code=422, content={"detail": f"invalid value in the request: {exc}"}
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

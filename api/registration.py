@@ -71,8 +71,19 @@ def attributes_or_error(kind: DeviceKind, raw: dict[str, Any]) -> dict[str, Any]
         raise FieldError(f"attributes.{loc}" if loc else "attributes", err["msg"]) from exc
 
 
+def _no_nul(field: str, value: object) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise FieldError(field, "text may not contain NUL characters")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(f"{field}.{k}", v)
+
+
 def new_device(body: DeviceCreate) -> NewDevice:
     """Raises FieldError on the first problem found."""
+    _no_nul("label", body.label)
+    _no_nul("group", body.group)
+    _no_nul("attributes", body.attributes)
     attributes = attributes_or_error(body.kind, body.attributes)
     dev_eui = normalise_dev_eui(body.dev_eui)
     wmbus_id = normalise_wmbus_id(body.wmbus_id)

@@ -32,6 +32,7 @@ from api.schemas import (
     DeviceCreate,
     DevicePage,
     DeviceUpdate,
+    ErrorBody,
     FieldStatsOut,
     Latest,
     Location,
@@ -110,7 +111,9 @@ async def _get_or_404(pool: PoolDep, device_id: str) -> registry.DeviceRecord:
     status_code=status.HTTP_201_CREATED,
     response_model=Device,
     summary="Register a device",
-    responses={409: {"description": "A device with this id already exists"}},
+    responses={
+        409: {"model": ErrorBody, "description": "The id, DevEUI or meter id is already taken"}
+    },
 )
 async def create_device(body: DeviceCreate, pool: PoolDep) -> Device:
     try:
@@ -127,6 +130,10 @@ async def create_device(body: DeviceCreate, pool: PoolDep) -> Device:
 @router.post(
     "/bulk",
     response_model=BulkReport,
+    responses={
+        413: {"model": ErrorBody, "description": "The file is larger than an import may be"},
+        415: {"model": ErrorBody, "description": "Neither application/json nor text/csv"},
+    },
     summary="Register many devices from a JSON array or a CSV file",
     description="Send `application/json` (an array of POST /devices bodies) or `text/csv` "
     "(header row: id, kind, label, lat, lon, group, dev_eui, wmbus_id, decoder and attribute "
@@ -248,7 +255,7 @@ async def bulk_register(request: Request, pool: PoolDep, dry_run: bool = False) 
 async def list_devices(
     pool: PoolDep,
     kind: DeviceKind | None = None,
-    group: Annotated[str | None, Query(max_length=64)] = None,
+    group: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     status_: Annotated[
         str | None, Query(alias="status", pattern="^(active|decommissioned)$")
     ] = None,

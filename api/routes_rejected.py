@@ -7,10 +7,12 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from api.deps import PoolDep
-from api.schemas import RejectedCounts, RejectedOut, RejectedPage
+from api.schemas import DEVICE_ID_PATTERN, RejectedCounts, RejectedOut, RejectedPage
 from storage import readings as rq
 
 router = APIRouter(prefix="/rejected", tags=["rejected messages"])
+
+REASON_PATTERN = r"^[a-z_]{1,64}$"
 
 
 def _text(payload: bytes) -> str | None:
@@ -27,8 +29,10 @@ def _text(payload: bytes) -> str | None:
 )
 async def list_rejected(
     pool: PoolDep,
-    reason: Annotated[str | None, Query(max_length=64, examples=["unknown_device"])] = None,
-    device_id: Annotated[str | None, Query(max_length=64)] = None,
+    reason: Annotated[
+        str | None, Query(pattern=REASON_PATTERN, examples=["unknown_device"])
+    ] = None,
+    device_id: Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)] = None,
     since: Annotated[AwareDatetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[
@@ -62,7 +66,7 @@ async def list_rejected(
 async def count_rejected(
     pool: PoolDep,
     since: Annotated[AwareDatetime | None, Query()] = None,
-    device_id: Annotated[str | None, Query(max_length=64)] = None,
+    device_id: Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)] = None,
 ) -> RejectedCounts:
     counts = await rq.count_rejected(pool, since=since, device_id=device_id)
     return RejectedCounts(since=since, total=sum(counts.values()), by_reason=counts)

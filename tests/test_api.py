@@ -209,3 +209,25 @@ def test_openapi_documents_every_route_with_examples(api: TestClient) -> None:
         assert p in paths
     create = spec["components"]["schemas"]["DeviceCreate"]
     assert create["examples"][0]["kind"] == "waste_column"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/rejected", {"params": {"reason": '"\x004Y'}}),
+        ("GET", "/rejected", {"params": {"device_id": "a\x00b"}}),
+        ("GET", "/devices", {"params": {"group": "a\x00b"}}),
+        ("POST", "/devices", {"json": {"id": "nul-1", "kind": "water_meter", "label": "a\x00"}}),
+        (
+            "POST",
+            "/devices",
+            {"json": {"id": "nul-2", "kind": "water_meter", "attributes": {"district": "a\x00"}}},
+        ),
+    ],
+)
+def test_nul_bytes_are_bad_input_not_server_errors(
+    api: TestClient, method: str, path: str, kwargs: dict[str, object]
+) -> None:
+    """PostgreSQL text cannot hold NUL: found by fuzzing the OpenAPI schema (schemathesis)."""
+    r = api.request(method, path, **kwargs)  # type: ignore[arg-type]
+    assert r.status_code == 422, r.text
