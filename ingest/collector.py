@@ -3,7 +3,8 @@
 Delivery contract: QoS 1 subscription, a fixed client id and a persistent session
 (clean start off, session expiry set), manual acknowledgements sent by the pipeline only after
 the batch holding a message is committed. The broker never has more than Receive Maximum
-unacknowledged messages in flight to us, which bounds the queue and the memory it uses.
+unacknowledged messages in flight to us, and we never take more (see _take_window_slot),
+which bounds the queue and the memory it uses.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest.sources import SourceKind
 
 log = logging.getLogger("territory.ingest.mqtt")
+# Never subscribed to: unsubscribing from it is a no-op round trip (see _wait_acks_read).
+_ACK_BARRIER = "territory/ingest/ack-barrier"
 
 
 @dataclass(slots=True)
@@ -63,6 +66,12 @@ class Collector:
         self.connected = threading.Event()
         self.dropped_qos0 = 0
         self.received = 0
+        # QoS 1 messages taken on the current connection and not yet acknowledged, and the most
+        # ever held at once. See _take_window_slot for why the collector counts them itself.
+        self.unacked = 0
+        self.max_unacked = 0
+        self._room = threading.Condition()
+        self._window_warned = False
         self._wake = wake
         self._accepting = True
         self._client = mqtt.Client(
@@ -76,6 +85,8 @@ class Collector:
         self._client.reconnect_delay_set(min_delay=1, max_delay=15)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_unsubscribe = self._on_unsubscribe
+        self._unsubscribed = threading.Event()
         for topic, source in config.topics:
             self._client.message_callback_add(topic, self._handler(source))
 
@@ -94,7 +105,10 @@ class Collector:
             return
         # Messages received on an earlier connection must not be acknowledged on this one:
         # their packet ids may have been reused. The broker redelivers them instead.
-        self.generation += 1
+        with self._room:
+            self.generation += 1
+            self.unacked = 0
+            self._window_warned = False
         log.info(
             "connected to %s:%s as %s (session present: %s)",
             self.config.host,
@@ -120,6 +134,16 @@ class Collector:
         if reason_code.value != 0:
             log.warning("disconnected from broker: %s; reconnecting", reason_code)
 
+    def _on_unsubscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        self._unsubscribed.set()
+
     def _handler(
         self, source: SourceKind
     ) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
@@ -131,6 +155,8 @@ class Collector:
             if msg.qos == 0 and len(queue) >= self.config.qos0_queue_limit:
                 self.dropped_qos0 += 1
                 return
+            if msg.qos and not self._take_window_slot():
+                return  # shutting down while waiting: redelivered to the next session
             self.received += 1
             queue.append(
                 Inbound(
@@ -146,6 +172,32 @@ class Collector:
             wake()
 
         return on_message
+
+    def _take_window_slot(self) -> bool:
+        """Count a QoS 1 message in; past Receive Maximum, wait for the pipeline to ack some.
+
+        The broker must never have more than Receive Maximum unacknowledged messages in flight
+        to us, and that is what bounds our memory. Mosquitto before 2.0.13 breaks the rule once
+        a backlog is queued for us: each PUBACK refills the window by up to its whole size, so
+        after an outage it sends several windows' worth at once. Holding this (network) thread stops
+        reading the socket, so TCP backpressure keeps the excess in the broker. A compliant
+        broker never makes it wait.
+        """
+        with self._room:
+            if self.unacked >= self.config.receive_maximum and not self._window_warned:
+                self._window_warned = True
+                log.warning(
+                    "the broker sent more than Receive Maximum (%d) unacknowledged messages; "
+                    "reading no more until some are acknowledged (Mosquitto < 2.0.13 does this)",
+                    self.config.receive_maximum,
+                )
+            while self.unacked >= self.config.receive_maximum:
+                if not self._accepting:
+                    return False
+                self._room.wait(timeout=1.0)
+            self.unacked += 1
+            self.max_unacked = max(self.max_unacked, self.unacked)
+            return True
 
     # -- control (any thread) --------------------------------------------------------------------
 
@@ -166,19 +218,48 @@ class Collector:
         self._client.loop_start()
 
     def stop_accepting(self) -> None:
-        self._accepting = False
+        with self._room:
+            self._accepting = False
+            self._room.notify_all()
 
     def ack(self, messages: Sequence[Inbound]) -> int:
         """Acknowledge committed messages, in the order they were received."""
-        gen = self.generation
-        sent = 0
-        for m in messages:
-            if m.qos and m.generation == gen:
-                self._client.ack(m.mid, m.qos)
-                sent += 1
+        with self._room:
+            gen = self.generation
+            sent = 0
+            for m in messages:
+                if m.qos and m.generation == gen:
+                    self._client.ack(m.mid, m.qos)
+                    sent += 1
+            self.unacked -= sent
+            self._room.notify_all()
         return sent
 
+    def _wait_acks_read(self, timeout: float = 5.0) -> None:
+        """Return once the broker has read every PUBACK sent so far (or after `timeout`).
+
+        disconnect() closes the socket right after writing DISCONNECT. If messages the broker
+        sent after we stopped accepting are still unread then, the kernel resets the connection
+        instead of closing it, and the broker's side drops what it had not read yet: the last
+        acknowledgements among it, whose messages would then be delivered again. The broker
+        handles one connection's packets in order, so its answer to an UNSUBSCRIBE sent after
+        the acks (from a filter we never subscribe to: nothing changes) means it has read them.
+        """
+        if not self.connected.is_set():
+            return
+        self._unsubscribed.clear()
+        rc, _ = self._client.unsubscribe(_ACK_BARRIER)
+        if rc == mqtt.MQTT_ERR_SUCCESS and not self._unsubscribed.wait(timeout):
+            log.warning("no answer from the broker; the last acknowledgements may be lost")
+
     def close(self) -> None:
-        self._accepting = False
+        self.stop_accepting()
+        self._wait_acks_read()
         self._client.disconnect()
         self._client.loop_stop()
+        log.info(
+            "broker connection closed; at most %d unacknowledged messages held at once "
+            "(receive maximum %d)",
+            self.max_unacked,
+            self.config.receive_maximum,
+        )

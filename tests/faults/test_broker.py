@@ -1,0 +1,60 @@
+"""The broker restarted mid-stream, with persistence on."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults import report
+from tests.faults.harness import (
+    PublishJob,
+    Scenario,
+    census,
+    settle,
+    stored_count,
+    stored_seqs,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+
+def test_mosquitto_restarted_mid_stream(scenario: Scenario) -> None:
+    """Every publish the broker acknowledged before it went down is stored, including those
+    it had queued for the ingest and those in flight to it."""
+    stream = scenario.stream(6000)
+    # A slow database keeps a backlog queued in the broker when it goes down.
+    _, slow_db = scenario.slow_database(0.03)
+    ingest = scenario.ingest("solo", database_url=slow_db, TERRITORY_MQTT_RECEIVE_MAXIMUM=200)
+    ingest.start()
+    pid = ingest.pid
+    pub = scenario.publisher()
+    job = PublishJob(pub, stream.messages(), rate=1000)
+    job.start()
+
+    job.wait_sent(3000)
+    wait_for(lambda: stored_count(scenario.database_url, stream) > 200, 30, what="first rows")
+    broker = scenario.services.mosquitto
+    broker.stop()  # SIGTERM: Mosquitto writes its persistence file on the way out
+    acked_before = {m.seq for m in pub.acked()}
+    stored_before = stored_count(scenario.database_url, stream)
+    broker.start()
+    job.finish()
+    published = pub.wait_all_acked(90)
+    settle(scenario.database_url, stream, len(published), 0, timeout=90)
+    c = census(scenario.database_url, stream, published)
+
+    missing_acked = acked_before - set(stored_seqs(scenario.database_url, stream))
+    code, _ = ingest.terminate()
+    report.record(
+        "Mosquitto restarted mid-stream",
+        c,
+        f"{len(acked_before)} publishes acknowledged before the restart, "
+        f"{len(acked_before) - stored_before} of them not yet stored (queued or in flight in "
+        f"the broker); all stored after; ingest reconnected {ingest.connects() - 1} time(s)",
+    )
+    assert not missing_acked, sorted(missing_acked)[:20]
+    assert len(acked_before) - stored_before > 500  # the restart really had a backlog to keep
+    assert (c.lost, c.duplicated, c.unexpected) == (0, 0, 0), c.detail
+    assert c.published == c.stored == stream.count
+    assert code == 0 and ingest.pid == pid  # reconnected, never restarted
+    assert ingest.connects() >= 2
