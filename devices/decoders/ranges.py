@@ -22,15 +22,23 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
+_CHECKS: dict[type, tuple[tuple[str, float, float], ...]] = {}
+
+
+def _checks(cls: type) -> tuple[tuple[str, float, float], ...]:
+    # Runs for every reading on the ingest path: the field list is worked out once per class.
+    found = _CHECKS.get(cls)
+    if found is None:
+        found = tuple((f.name, *BOUNDS[f.name]) for f in fields(cls) if f.name in BOUNDS)
+        _CHECKS[cls] = found
+    return found
+
+
 def check_ranges(reading: Reading) -> None:
-    for f in fields(reading):
-        bounds = BOUNDS.get(f.name)
-        value = getattr(reading, f.name)
-        if bounds is None or value is None:
-            continue
-        lo, hi = bounds
-        if not lo <= value <= hi:
+    for name, lo, hi in _checks(type(reading)):
+        value = getattr(reading, name)
+        if value is not None and not lo <= value <= hi:
             raise Rejection(
                 RejectReason.OUT_OF_RANGE,
-                f"{f.name}={value} is outside the plausible range [{lo}, {hi}]",
+                f"{name}={value} is outside the plausible range [{lo}, {hi}]",
             )
