@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -83,6 +83,8 @@ class Pipeline:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
         self._waiting = False
+        self._wake_at = 1  # queue length at which the MQTT side wakes the batcher
+        self._queue: deque[Inbound] = deque()
         self._stopping = False
         self._stop_deadline = 0.0
 
@@ -90,7 +92,7 @@ class Pipeline:
 
     def wake(self) -> None:
         """Called from the paho thread for each message; cheap unless the batcher sleeps."""
-        if self._waiting and self._loop is not None:
+        if self._waiting and self._loop is not None and len(self._queue) >= self._wake_at:
             self._waiting = False
             self._loop.call_soon_threadsafe(self._event.set)
 
@@ -128,6 +130,7 @@ class Pipeline:
 
     async def run(self, collector: Collector, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
+        self._queue = collector.queue
         last_log = time.monotonic()
         while True:
             if stop.is_set() and not self._stopping:
@@ -158,11 +161,18 @@ class Pipeline:
                 break
             now = time.monotonic()
             if queue and deadline is None:
-                deadline = now + self.config.batch_max_delay_s
+                # The deadline runs from the oldest message's arrival: messages that queued up
+                # during the previous write are already late and go at once.
+                age = time.time() - queue[0].received_at
+                deadline = now + max(0.0, self.config.batch_max_delay_s - age)
             timeout = 0.5 if deadline is None else deadline - now
             if timeout <= 0:
                 break
             self._event.clear()
+            # Waiting for a first message: wake on it. Collecting a batch: sleep until its
+            # deadline unless it fills up first (a wake-up per message is a thread hand-off,
+            # ~60 µs of CPU per message at 3,000 msg/s).
+            self._wake_at = 1 if deadline is None else cap
             self._waiting = True
             if len(queue) >= cap:
                 self._waiting = False
