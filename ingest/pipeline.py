@@ -207,10 +207,7 @@ class Pipeline:
         device_id: str | None = None
         try:
             if isinstance(envelope, Rejection):
-                if envelope.reason is RejectReason.UNKNOWN_TOPIC:
-                    raise envelope
-                device_id = _topic_device_id(m.topic, self.config.topic_prefix)
-                raise envelope
+                raise envelope  # the envelope names no device we could attribute it to
             env = envelope
             if env.identity is IdentityKind.DEVICE_ID:
                 device_id = env.key
@@ -375,13 +372,6 @@ class Pipeline:
         for d in decoded:
             if d.kind is None:
                 self.stats.rejected[str(d.row[3])] += 1
-
-
-def _topic_device_id(topic: str, prefix: str) -> str | None:
-    parts = topic.split("/")
-    if len(parts) == 3 and parts[0] == prefix:
-        return parts[1]
-    return None
 
 
 def _reject_row(

@@ -84,6 +84,18 @@ def register(api: TestClient, **body: Any) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
+def register_em310(api: TestClient, dev: str, eui: str) -> None:
+    """A Milesight EM310-UDL bin sensor on a 2.5 m column, bound by its DevEUI."""
+    register(
+        api,
+        id=dev,
+        kind="waste_column",
+        dev_eui=eui,
+        decoder="milesight-em310-udl",
+        attributes={"depth_mm": 2500},
+    )
+
+
 def readings(api: TestClient, dev: str) -> list[dict[str, Any]]:
     return api.get(f"/devices/{dev}/readings").json()["items"]  # type: ignore[no-any-return]
 
@@ -141,14 +153,7 @@ class TestGateways:
     ) -> None:
         eui = eui_for(uid, 3)
         dev = f"em-rt-{uid}"
-        register(
-            api,
-            id=dev,
-            kind="waste_column",
-            dev_eui=eui,
-            decoder="milesight-em310-udl",
-            attributes={"depth_mm": 2500},
-        )
+        register_em310(api, dev, eui)
         frame = chirpstack(eui, EM310_TILT, fcnt=41)
         for _ in range(3):
             publisher.publish(cs_topic(eui), frame)
@@ -176,14 +181,7 @@ class TestGateways:
     ) -> None:
         eui = eui_for(uid, 5)
         dev = f"em-win-{uid}"
-        register(
-            api,
-            id=dev,
-            kind="waste_column",
-            dev_eui=eui,
-            decoder="milesight-em310-udl",
-            attributes={"depth_mm": 2500},
-        )
+        register_em310(api, dev, eui)
         publisher.publish(
             cs_topic(eui), chirpstack(eui, EM310_TILT, object={"distance": 999, "battery": 1})
         )
@@ -213,14 +211,7 @@ class TestGateways:
         self, api: TestClient, publisher: Publisher, uid: str
     ) -> None:
         known, bare, stranger = eui_for(uid, 6), eui_for(uid, 7), eui_for(uid, 8)
-        register(
-            api,
-            id=f"em-rej-{uid}",
-            kind="waste_column",
-            dev_eui=known,
-            decoder="milesight-em310-udl",
-            attributes={"depth_mm": 2500},
-        )
+        register_em310(api, f"em-rej-{uid}", known)
         register(api, id=f"pk-bare-{uid}", kind="parking_sensor", dev_eui=bare)
         register(
             api,
