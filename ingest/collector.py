@@ -1,33 +1,36 @@
-"""The MQTT side of ingest: a paho-mqtt client whose callback only enqueues.
+"""The MQTT side of ingest: an MQTT 5 subscriber on the pipeline's own event loop.
 
-Delivery contract: QoS 1 subscription, a fixed client id and a persistent session
-(clean start off, session expiry set), manual acknowledgements sent by the pipeline only after
-the batch holding a message is committed. The broker never has more than Receive Maximum
-unacknowledged messages in flight to us, and we never take more (see _take_window_slot),
-which bounds the queue and the memory it uses.
+Delivery contract: QoS 1 subscriptions, a fixed client id and a persistent session (clean start
+off, session expiry set), acknowledgements sent by the pipeline only after the batch holding a
+message is committed, never on a later connection than the one that brought the message (its
+packet identifier may have been reused since: the broker redelivers it instead). The broker
+never has more than Receive Maximum unacknowledged messages in flight to us, and we never take
+more (see `_Connection.data_received`), which bounds the queue and the memory it uses.
+
+`MqttCollector` reads the socket in bulk, parses packets with ingest.mqtt_packets and writes a
+batch's PUBACKs in one send; `ingest.paho_collector.PahoCollector` keeps the same contract on
+paho-mqtt's network thread (TERRITORY_MQTT_CLIENT=paho). docs/mqtt-client.md says why both
+exist and what each costs per message.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
+from ingest import mqtt_packets as mp
 from ingest.sources import SourceKind
 
 log = logging.getLogger("territory.ingest.mqtt")
-# Never subscribed to: unsubscribing from it is a no-op round trip (see _wait_acks_read).
-_ACK_BARRIER = "territory/ingest/ack-barrier"
+
+# Never subscribed to: unsubscribing from it is a no-op round trip (see MqttCollector.close).
+ACK_BARRIER = "territory/ingest/ack-barrier"
 
 
 @dataclass(slots=True)
@@ -56,207 +59,364 @@ class CollectorConfig:
     # QoS 0 messages are not covered by Receive Maximum; past this many queued, new QoS 0
     # messages are dropped and counted rather than growing memory without bound.
     qos0_queue_limit: int = 50_000
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 15.0
 
 
-class Collector:
+class Collector(Protocol):
+    """What the pipeline needs from the MQTT side."""
+
+    queue: deque[Inbound]
+
+    def start(self) -> None: ...
+
+    def stop_accepting(self) -> None: ...
+
+    def ack(self, messages: Sequence[Inbound]) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching (4.7) for the filters the ingest subscribes to."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    f, t = topic_filter.split("/"), topic.split("/")
+    for i, part in enumerate(f):
+        if part == "#":
+            return True
+        if i >= len(t) or (part != "+" and part != t[i]):
+            return False
+    return len(f) == len(t)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection to the broker: bytes in, whole packets out to the collector."""
+
+    def __init__(self, owner: MqttCollector) -> None:
+        self.owner = owner
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+        self.last_in = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.owner._connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_in = time.monotonic()
+        buf = self.buf
+        buf += data
+        pos = 0
+        owner = self.owner
+        try:
+            # Stop parsing once the window is full (owner.paused): the rest stays in `buf`,
+            # reading is paused, and TCP backpressure keeps the excess in the broker.
+            while not owner.paused:
+                frame = mp.next_frame(buf, pos)
+                if frame is None:
+                    break
+                first, start, pos = frame
+                owner._packet(self, first, bytes(buf[start:pos]))
+        except mp.ProtocolError as exc:
+            log.error("malformed packet from the broker (%s); reconnecting", exc)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        self.owner._connection_lost(self, exc)
+
+
+class MqttCollector:
     def __init__(self, config: CollectorConfig, wake: Callable[[], None]) -> None:
         self.config = config
         self.queue: deque[Inbound] = deque()
         self.generation = 0
-        self.connected = threading.Event()
+        self.connected = False
         self.dropped_qos0 = 0
         self.received = 0
         # QoS 1 messages taken on the current connection and not yet acknowledged, and the most
-        # ever held at once. See _take_window_slot for why the collector counts them itself.
+        # ever held at once.
         self.unacked = 0
         self.max_unacked = 0
-        self._room = threading.Condition()
-        self._window_warned = False
+        self.paused = False
         self._wake = wake
         self._accepting = True
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
+        self._closing = False
+        self._conn: _Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._keepalive_s = config.keepalive_s
+        self._packet_id = 0
+        self._barrier: tuple[int, asyncio.Future[None]] | None = None
+        self._window_warned = False
+        self._filters = [
+            (f"$share/{config.group}/{t}" if config.group else t, t, source)
+            for t, source in config.topics
+        ]
+        # The native topic (prefix/+/telemetry) is by far the busiest: matched without a split.
+        self._native: tuple[str, str] | None = None
+        for t, source in config.topics:
+            head, plus, tail = t.partition("/+/")
+            if source is SourceKind.NATIVE and plus and "+" not in head + tail and "#" not in t:
+                self._native = (head + "/", "/" + tail)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.config.reconnect_min_s
+        while not self._closing:
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self), self.config.host, self.config.port
+                )
+            except OSError as exc:
+                log.warning("cannot reach the broker (%s); retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.reconnect_max_s)
+                continue
+            generation = self.generation
+            keepalive = loop.create_task(self._keep_alive(conn))
+            try:
+                await conn.lost
+            finally:
+                keepalive.cancel()
+            if self.generation != generation:  # the broker had accepted us: start over fast
+                delay = self.config.reconnect_min_s
+            if not self._closing:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.reconnect_max_s)
+
+    async def _keep_alive(self, conn: _Connection) -> None:
+        """PINGREQ every half keep-alive; a broker silent for 1.5 keep-alives is given up on.
+
+        While reading is paused (window full) the broker's packets are not read, so silence
+        proves nothing and the connection is kept; our PINGREQs still keep it alive at the
+        broker's end."""
+        while conn.transport is not None and not conn.transport.is_closing():
+            await asyncio.sleep(self._keepalive_s / 2)
+            if conn.transport.is_closing():
+                return
+            silent = time.monotonic() - conn.last_in
+            if not self.paused and silent > 1.5 * self._keepalive_s:
+                log.warning("no packet from the broker for %.0f s; reconnecting", silent)
+                conn.transport.abort()
+                return
+            conn.transport.write(mp.PINGREQ_PACKET)
+
+    def _connection_made(self, conn: _Connection) -> None:
+        self._conn = conn
+        self.paused = False
+        c = self.config
+        assert conn.transport is not None
+        conn.transport.write(
+            mp.connect_packet(
+                c.client_id,
+                keepalive_s=c.keepalive_s,
+                session_expiry_s=c.session_expiry_s,
+                receive_maximum=c.receive_maximum,
+                username=c.username,
+                password=c.password,
+            )
         )
-        if config.username:
-            self._client.username_pw_set(config.username, config.password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=15)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_unsubscribe = self._on_unsubscribe
-        self._unsubscribed = threading.Event()
-        for topic, source in config.topics:
-            self._client.message_callback_add(topic, self._handler(source))
 
-    # -- paho callbacks (network thread) -------------------------------------------------------
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+    def _connection_lost(self, conn: _Connection, exc: Exception | None) -> None:
+        if conn is not self._conn:
             return
-        # Messages received on an earlier connection must not be acknowledged on this one:
-        # their packet ids may have been reused. The broker redelivers them instead.
-        with self._room:
-            self.generation += 1
-            self.unacked = 0
-            self._window_warned = False
+        self._conn = None
+        self.paused = False
+        was_connected, self.connected = self.connected, False
+        if self._barrier is not None and not self._barrier[1].done():
+            self._barrier[1].set_result(None)
+        if not self._closing and was_connected:
+            log.warning("disconnected from broker (%s); reconnecting", exc or "closed")
+
+    def _next_packet_id(self) -> int:
+        self._packet_id = self._packet_id % 0xFFFF + 1
+        return self._packet_id
+
+    # -- packets from the broker ---------------------------------------------------------------
+
+    def _packet(self, conn: _Connection, first: int, body: bytes) -> None:
+        kind = first >> 4
+        if kind == mp.PUBLISH:
+            self._publish(first, body)
+        elif kind == mp.PINGRESP:
+            pass
+        elif kind == mp.CONNACK:
+            self._connack(conn, mp.parse_connack(body))
+        elif kind == mp.SUBACK:
+            _, codes = mp.parse_ack_reasons(body)
+            for (filt, _, _), code in zip(self._filters, codes, strict=False):
+                if code >= 0x80:
+                    log.error(
+                        "the broker refused the subscription %s: %s", filt, mp.reason_name(code)
+                    )
+        elif kind == mp.UNSUBACK:
+            packet_id, _ = mp.parse_ack_reasons(body)
+            barrier = self._barrier
+            if barrier is not None and barrier[0] == packet_id and not barrier[1].done():
+                barrier[1].set_result(None)
+        elif kind == mp.DISCONNECT:
+            code, why = mp.parse_disconnect(body)
+            log.warning("the broker ended the connection: %s %s", mp.reason_name(code), why)
+        else:
+            raise mp.ProtocolError(f"unexpected packet type {kind}")
+
+    def _connack(self, conn: _Connection, ack: mp.ConnAck) -> None:
+        if ack.reason >= 0x80:
+            log.error("broker refused the connection: %s", mp.reason_name(ack.reason))
+            return  # the broker closes the connection; _run retries with backoff
+        server_keepalive = ack.properties.get(mp.SERVER_KEEP_ALIVE)
+        if isinstance(server_keepalive, int) and server_keepalive > 0:
+            self._keepalive_s = server_keepalive
+        # Messages received on an earlier connection must not be acknowledged on this one.
+        self.generation += 1
+        self.unacked = 0
+        self._window_warned = False
+        self.connected = True
         log.info(
             "connected to %s:%s as %s (session present: %s)",
             self.config.host,
             self.config.port,
             self.config.client_id,
-            flags.session_present,
+            ack.session_present,
         )
-        # retainHandling=1: retained messages only on a brand new subscription, not every
-        # time a persistent session resubscribes.
-        options = SubscribeOptions(qos=1, retainHandling=1)
-        client.subscribe([(self._filter(t), options) for t, _ in self.config.topics])
-        self.connected.set()
+        assert conn.transport is not None
+        conn.transport.write(
+            mp.subscribe_packet(self._next_packet_id(), [f for f, _, _ in self._filters])
+        )
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self.connected.clear()
-        if reason_code.value != 0:
-            log.warning("disconnected from broker: %s; reconnecting", reason_code)
-
-    def _on_unsubscribe(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        self._unsubscribed.set()
-
-    def _handler(
-        self, source: SourceKind
-    ) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
-        queue, wake = self.queue, self._wake
-
-        def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-            if not self._accepting:
-                return  # shutting down: left unacknowledged, redelivered to the next session
-            if msg.qos == 0 and len(queue) >= self.config.qos0_queue_limit:
-                self.dropped_qos0 += 1
-                return
-            if msg.qos and not self._take_window_slot():
-                return  # shutting down while waiting: redelivered to the next session
-            self.received += 1
-            queue.append(
-                Inbound(
-                    msg.topic,
-                    bytes(msg.payload),
-                    msg.mid,
-                    msg.qos,
-                    time.time(),
-                    self.generation,
-                    source,
-                )
+    def _publish(self, first: int, body: bytes) -> None:
+        msg = mp.parse_publish(first, body)
+        if msg.topic_alias is not None or not msg.topic:
+            raise mp.ProtocolError("topic alias used although none was allowed")
+        if not self._accepting:
+            return  # shutting down: left unacknowledged, redelivered to the next session
+        if msg.qos == 0 and len(self.queue) >= self.config.qos0_queue_limit:
+            self.dropped_qos0 += 1
+            return
+        # A topic outside every filter (a broker bug) goes on as native: the pipeline stores it
+        # as rejected (unknown_topic) rather than leave it unacknowledged or drop it unseen.
+        source = self._source(msg.topic) or SourceKind.NATIVE
+        self.received += 1
+        self.queue.append(
+            Inbound(
+                msg.topic,
+                msg.payload,
+                msg.packet_id,
+                msg.qos,
+                time.time(),
+                self.generation,
+                source,
             )
-            wake()
-
-        return on_message
-
-    def _take_window_slot(self) -> bool:
-        """Count a QoS 1 message in; past Receive Maximum, wait for the pipeline to ack some.
-
-        The broker must never have more than Receive Maximum unacknowledged messages in flight
-        to us, and that is what bounds our memory. Mosquitto before 2.0.13 breaks the rule once
-        a backlog is queued for us: each PUBACK refills the window by up to its whole size, so
-        after an outage it sends several windows' worth at once. Holding this (network) thread stops
-        reading the socket, so TCP backpressure keeps the excess in the broker. A compliant
-        broker never makes it wait.
-        """
-        with self._room:
-            if self.unacked >= self.config.receive_maximum and not self._window_warned:
-                self._window_warned = True
-                log.warning(
-                    "the broker sent more than Receive Maximum (%d) unacknowledged messages; "
-                    "reading no more until some are acknowledged (Mosquitto < 2.0.13 does this)",
-                    self.config.receive_maximum,
-                )
-            while self.unacked >= self.config.receive_maximum:
-                if not self._accepting:
-                    return False
-                self._room.wait(timeout=1.0)
-            self.unacked += 1
-            self.max_unacked = max(self.max_unacked, self.unacked)
-            return True
-
-    # -- control (any thread) --------------------------------------------------------------------
-
-    def _filter(self, topic: str) -> str:
-        return f"$share/{self.config.group}/{topic}" if self.config.group else topic
-
-    def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        props.ReceiveMaximum = self.config.receive_maximum
-        self._client.connect_async(
-            self.config.host,
-            self.config.port,
-            keepalive=self.config.keepalive_s,
-            clean_start=False,
-            properties=props,
         )
-        self._client.loop_start()
+        if msg.qos:
+            self.unacked += 1
+            if self.unacked > self.max_unacked:
+                self.max_unacked = self.unacked
+            if self.unacked >= self.config.receive_maximum:
+                self._pause()
+        self._wake()
+
+    def _pause(self) -> None:
+        """The window is full: take nothing more until commits free some room.
+
+        A compliant broker sends nothing more anyway. Mosquitto before 2.0.13 breaks the rule
+        once a backlog is queued for us: each PUBACK refills the window by up to its whole
+        size, so after an outage it sends several windows' worth at once."""
+        self.paused = True
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.pause_reading()
+        if self.unacked > self.config.receive_maximum and not self._window_warned:
+            self._window_warned = True
+            log.warning(
+                "the broker sent more than Receive Maximum (%d) unacknowledged messages; "
+                "reading no more until some are acknowledged (Mosquitto < 2.0.13 does this)",
+                self.config.receive_maximum,
+            )
+
+    def _resume(self) -> None:
+        conn = self._conn
+        self.paused = False
+        if conn is not None and conn.transport is not None:
+            conn.last_in = time.monotonic()
+            conn.data_received(b"")  # what was read before the pause
+            if not self.paused:
+                conn.transport.resume_reading()
+
+    def _source(self, topic: str) -> SourceKind | None:
+        """The source whose filter the topic matches (the first, if several do)."""
+        native = self._native
+        if native is not None and topic.startswith(native[0]) and topic.endswith(native[1]):
+            middle = topic[len(native[0]) : len(topic) - len(native[1])]
+            if middle and "/" not in middle:
+                return SourceKind.NATIVE
+        for _, filt, source in self._filters:
+            if topic_matches(filt, topic):
+                return source
+        return None
+
+    # -- control (from the pipeline, on the same loop) -------------------------------------------
 
     def stop_accepting(self) -> None:
-        with self._room:
-            self._accepting = False
-            self._room.notify_all()
+        self._accepting = False
+        if self.paused:
+            self._resume()  # read on: what arrives now is left for the next session
 
     def ack(self, messages: Sequence[Inbound]) -> int:
-        """Acknowledge committed messages, in the order they were received."""
-        with self._room:
-            gen = self.generation
-            sent = 0
-            for m in messages:
-                if m.qos and m.generation == gen:
-                    self._client.ack(m.mid, m.qos)
-                    sent += 1
-            self.unacked -= sent
-            self._room.notify_all()
-        return sent
+        """Acknowledge committed messages, in the order they were received, in one write."""
+        conn = self._conn
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return 0  # connection gone: the broker redelivers them to the next one
+        gen = self.generation
+        ids = [m.mid for m in messages if m.qos and m.generation == gen]
+        if ids:
+            conn.transport.write(mp.puback_packets(ids))
+            self.unacked -= len(ids)
+            if self.paused and self.unacked < self.config.receive_maximum:
+                self._resume()
+        return len(ids)
 
-    def _wait_acks_read(self, timeout: float = 5.0) -> None:
-        """Return once the broker has read every PUBACK sent so far (or after `timeout`).
+    async def close(self) -> None:
+        """Stop taking messages, make sure the broker has read our last PUBACKs, disconnect.
 
-        disconnect() closes the socket right after writing DISCONNECT. If messages the broker
-        sent after we stopped accepting are still unread then, the kernel resets the connection
-        instead of closing it, and the broker's side drops what it had not read yet: the last
-        acknowledgements among it, whose messages would then be delivered again. The broker
-        handles one connection's packets in order, so its answer to an UNSUBSCRIBE sent after
-        the acks (from a filter we never subscribe to: nothing changes) means it has read them.
-        """
-        if not self.connected.is_set():
-            return
-        self._unsubscribed.clear()
-        rc, _ = self._client.unsubscribe(_ACK_BARRIER)
-        if rc == mqtt.MQTT_ERR_SUCCESS and not self._unsubscribed.wait(timeout):
-            log.warning("no answer from the broker; the last acknowledgements may be lost")
-
-    def close(self) -> None:
+        Closing the socket right after DISCONNECT while messages the broker sent us are still
+        unread makes the kernel reset the connection instead of closing it, and the broker
+        drops what it had not read yet: our last acknowledgements among it, whose messages
+        would then be delivered again. The broker handles one connection's packets in order, so
+        its answer to an UNSUBSCRIBE sent after the acks (from a filter we never subscribe to:
+        nothing changes) means it has read them."""
         self.stop_accepting()
-        self._wait_acks_read()
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._closing = True
+        conn = self._conn
+        if conn is not None and conn.transport is not None and self.connected:
+            packet_id = self._next_packet_id()
+            done = asyncio.get_running_loop().create_future()
+            self._barrier = (packet_id, done)
+            conn.transport.write(mp.unsubscribe_packet(packet_id, [ACK_BARRIER]))
+            try:
+                await asyncio.wait_for(done, 5.0)
+            except TimeoutError:
+                log.warning("no answer from the broker; the last acknowledgements may be lost")
+            if not conn.transport.is_closing():
+                conn.transport.write(mp.disconnect_packet())
+                conn.transport.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(conn.lost), 5.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         log.info(
             "broker connection closed; at most %d unacknowledged messages held at once "
             "(receive maximum %d)",

@@ -88,10 +88,11 @@ class Pipeline:
         self._stopping = False
         self._stop_deadline = 0.0
 
-    # -- wake-up from the MQTT thread --------------------------------------------------------
+    # -- wake-up from the MQTT side ------------------------------------------------------------
 
     def wake(self) -> None:
-        """Called from the paho thread for each message; cheap unless the batcher sleeps."""
+        """Called by the collector for each message, on the loop or on paho's network thread
+        (hence call_soon_threadsafe); cheap unless the batcher sleeps."""
         if self._waiting and self._loop is not None and len(self._queue) >= self._wake_at:
             self._waiting = False
             self._loop.call_soon_threadsafe(self._event.set)

@@ -7,7 +7,8 @@ import logging
 import signal
 from datetime import timedelta
 
-from ingest.collector import Collector, CollectorConfig
+from ingest.collector import Collector, CollectorConfig, MqttCollector
+from ingest.paho_collector import PahoCollector
 from ingest.pipeline import Pipeline, PipelineConfig
 from ingest.sources import SourceKind
 from territory.config import Settings
@@ -38,7 +39,10 @@ async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> N
         )
     )
     target = settings.mqtt
-    collector = Collector(
+    collector_class: type[MqttCollector] | type[PahoCollector] = (
+        PahoCollector if settings.mqtt_client == "paho" else MqttCollector
+    )
+    collector: Collector = collector_class(
         CollectorConfig(
             host=target.host,
             port=target.port,
@@ -59,7 +63,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> N
     try:
         await pipeline.run(collector, stop)
     finally:
-        collector.close()
+        await collector.close()
 
 
 def main(settings: Settings) -> None:

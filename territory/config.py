@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     mqtt_receive_maximum: int = Field(default=4000, ge=1, le=65535)
     mqtt_keepalive_s: int = Field(default=30, ge=5)
     mqtt_topic_prefix: str = "devices"
+    # The ingest's MQTT client: the built-in one (ingest/collector.py), or paho-mqtt's network
+    # thread, same contract at about four times the CPU per message (docs/mqtt-client.md).
+    mqtt_client: Literal["builtin", "paho"] = "builtin"
     # Gateway sources and their topic filters; "" switches one off. As JSON in
     # TERRITORY_SOURCES, e.g. {"chirpstack": "application/+/device/+/event/up", "tts": ""}.
     sources: dict[SourceName, str] = Field(

@@ -3,7 +3,9 @@
 The servers are the package's own (not the session's shared ones) because the scenarios stop,
 restart and slow them down. Each scenario works under its own topic prefix and device ids, and
 its `territory ingest` processes use their own client ids, so scenarios never see each other's
-messages or sessions. At the end of the session the per-scenario table is printed.
+messages or sessions. Every scenario runs once with each of the ingest's MQTT clients (the
+built-in one and paho-mqtt's, TERRITORY_MQTT_CLIENT): both carry the same delivery contract. At
+the end of the session the per-scenario table is printed.
 """
 
 from __future__ import annotations
@@ -39,11 +41,20 @@ def fault_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devenv.
         yield svc
 
 
+@pytest.fixture(params=["builtin", "paho"])
+def mqtt_client(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
 def scenario(
-    fault_services: devenv.Services, request: pytest.FixtureRequest, tmp_path: Path
+    fault_services: devenv.Services,
+    mqtt_client: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> Iterator[Scenario]:
-    sc = Scenario(fault_services, request.node.name, tmp_path)
+    report.CLIENT = mqtt_client
+    sc = Scenario(fault_services, request.node.name, tmp_path, mqtt_client)
     try:
         yield sc
     finally:

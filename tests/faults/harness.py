@@ -570,9 +570,10 @@ def shuffled(items: Sequence[T], seed: int) -> list[T]:
 
 
 class Scenario:
-    def __init__(self, services: Any, name: str, tmp: Path) -> None:
+    def __init__(self, services: Any, name: str, tmp: Path, mqtt_client: str = "builtin") -> None:
         self.services = services  # territory.devenv.Services, private to the faults package
         self.name = name
+        self.mqtt_client = mqtt_client
         self.tmp = tmp
         self.prefix = f"f{uuid.uuid4().hex[:8]}"
         self.ingests: list[Ingest] = []
@@ -628,7 +629,7 @@ class Scenario:
                 database_url or self.database_url,
                 mqtt_url or self.mqtt_url,
                 self.prefix,
-                **env,
+                **{"TERRITORY_MQTT_CLIENT": self.mqtt_client, **env},
             ),
             group=f"{self.prefix}-{group}" if group else None,
         )

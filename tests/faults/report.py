@@ -15,9 +15,12 @@ class Row:
 
 
 ROWS: list[Row] = []
+CLIENT = "builtin"  # the ingest's MQTT client in the running scenario (set by conftest.py)
 
 
 def record(scenario: str, census: Census, notes: str = "") -> None:
+    if CLIENT != "builtin":
+        scenario += f" [{CLIENT}]"
     ROWS.append(Row(scenario, census, notes))
 
 

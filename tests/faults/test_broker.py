@@ -1,6 +1,10 @@
-"""The broker restarted mid-stream, with persistence on."""
+"""The broker restarted mid-stream (with persistence on), and frozen."""
 
 from __future__ import annotations
+
+import os
+import signal
+import time
 
 import pytest
 
@@ -58,3 +62,50 @@ def test_mosquitto_restarted_mid_stream(scenario: Scenario) -> None:
     assert c.published == c.stored == stream.count
     assert code == 0 and ingest.pid == pid  # reconnected, never restarted
     assert ingest.connects() >= 2
+
+
+def test_mosquitto_frozen_mid_stream(scenario: Scenario) -> None:
+    """A broker that stops answering without closing anything (SIGSTOP: a hung process, or a
+    network partition that sends no reset). The ingest must notice the silence by its keep-alive,
+    drop the dead connection and reconnect once the broker answers again; nothing is lost."""
+    stream = scenario.stream(4000)
+    ingest = scenario.ingest("solo", TERRITORY_MQTT_KEEPALIVE_S=5)
+    ingest.start()
+    pid = ingest.pid
+    pub = scenario.publisher()
+    job = PublishJob(pub, stream.messages(), rate=500)
+    job.start()
+
+    job.wait_sent(1000)
+    broker = scenario.services.mosquitto
+    broker_pid = broker.pid
+    assert broker_pid is not None
+    os.kill(broker_pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        # Keep-alive 5 s: silence is given up on after 1.5 keep-alives, checked every 2.5 s.
+        wait_for(
+            lambda: ingest.disconnects() > 0,
+            30,
+            0.2,
+            "the ingest to notice the silent broker",
+        )
+        noticed_after = time.monotonic() - frozen_at
+    finally:
+        os.kill(broker_pid, signal.SIGCONT)
+    job.finish()
+    published = pub.wait_all_acked(90)
+    settle(scenario.database_url, stream, len(published), 0, timeout=90)
+    c = census(scenario.database_url, stream, published)
+    code, _ = ingest.terminate()
+    report.record(
+        "Mosquitto frozen (SIGSTOP) mid-stream",
+        c,
+        f"the ingest gave up on the silent connection {noticed_after:.1f} s after the freeze "
+        f"(keep-alive 5 s) and reconnected {ingest.connects() - 1} time(s) once it answered",
+    )
+    assert (c.lost, c.duplicated, c.unexpected) == (0, 0, 0), c.detail
+    assert c.published == c.stored == stream.count
+    assert noticed_after < 15
+    assert code == 0 and ingest.pid == pid, ingest.tail()
+    assert ingest.connects() >= 2, ingest.tail()
