@@ -67,8 +67,9 @@ PARSERS = {WireFormat.CHIRPSTACK: parse_chirpstack, WireFormat.TTS: parse_tts}
 SOURCES = {WireFormat.CHIRPSTACK: SourceKind.CHIRPSTACK, WireFormat.TTS: SourceKind.TTS}
 
 
-def _decode(name: str, data: bytes, port: int, ts: datetime,
-            attributes: dict[str, Any] | None = None) -> list[Reading]:
+def _decode(
+    name: str, data: bytes, port: int, ts: datetime, attributes: dict[str, Any] | None = None
+) -> list[Reading]:
     return DECODERS[name].decode(Uplink(data=data, port=port, time=ts, attributes=attributes or {}))
 
 
@@ -94,10 +95,15 @@ def test_models_are_decoders_of_the_right_kind() -> None:
 def test_em310_udl_round_trip() -> None:
     # Milesight's documented example: battery 92 %, distance 2116 mm, position tilt.
     assert em310_udl(distance_mm=2116, battery_pct=92, tilt=True).data == bytes.fromhex(
-        "01755C03824408040001")
+        "01755C03824408040001"
+    )
     ts = MONDAY
-    for distance, battery, tilt in [(0, 0, False), (437.4, 99.6, False), (1893, 57.2, True),
-                                    (65_532, 100, False)]:
+    for distance, battery, tilt in [
+        (0, 0, False),
+        (437.4, 99.6, False),
+        (1893, 57.2, True),
+        (65_532, 100, False),
+    ]:
         frame = em310_udl(distance_mm=distance, battery_pct=battery, tilt=tilt)
         assert frame.port == 85
         [r] = _decode("milesight-em310-udl", frame.data, frame.port, ts, {"depth_mm": 1900})
@@ -256,8 +262,9 @@ def test_registration_binds_existing_devices_with_a_patch() -> None:
         return httpx.Response(200, json={})
 
     regs = [d.registration for d in _fleet(2)]
-    result = register_devices(regs, api_url="http://api.test", admin_key="k",
-                              transport=httpx.MockTransport(handler))
+    result = register_devices(
+        regs, api_url="http://api.test", admin_key="k", transport=httpx.MockTransport(handler)
+    )
     assert (result.created, result.existing) == (3, 3)
     patches = {path: body for method, path, body in seen if method == "PATCH"}
     by_id = {r.id: r for r in regs}
@@ -270,8 +277,9 @@ def test_registration_binds_existing_devices_with_a_patch() -> None:
 # --- envelopes, against the platform's parsers ------------------------------------------------
 
 
-def _envelopes(fmt: WireFormat, fleet: list[SimDevice], hours: float = 2,
-               seed: int = 1) -> list[tuple[Telemetry, str, bytes, Envelope]]:
+def _envelopes(
+    fmt: WireFormat, fleet: list[SimDevice], hours: float = 2, seed: int = 1
+) -> list[tuple[Telemetry, str, bytes, Envelope]]:
     wire = NetworkServerWire(fmt, fleet, seed=seed)
     out = []
     for msg in history(fleet, MONDAY + timedelta(hours=12), hours=hours):
@@ -300,8 +308,9 @@ def test_envelopes_carry_identity_port_bytes_and_frame_counter(fmt: WireFormat) 
         fcnt[msg.device_id] = env.radio.frame_counter + 1
         assert env.radio.rssi_dbm is not None and -140 < env.radio.rssi_dbm < -30
         assert env.radio.snr_db is not None and -20 <= env.radio.snr_db <= 14
-        assert env.radio.gateway_id is not None and re.fullmatch(r"[0-9a-f]{16}",
-                                                                 env.radio.gateway_id)
+        assert env.radio.gateway_id is not None and re.fullmatch(
+            r"[0-9a-f]{16}", env.radio.gateway_id
+        )
         obj = json.loads(body)
         if fmt is WireFormat.CHIRPSTACK:
             assert topic.split("/")[3] == reg.dev_eui
@@ -321,8 +330,9 @@ def test_every_envelope_decodes_to_what_the_device_measured(fmt: WireFormat) -> 
         reg = regs[msg.device_id]
         assert env.time is not None and reg.decoder is not None
         readings = _decode(reg.decoder, env.data, env.port or 0, env.time, reg.attributes)
-        native = decode_native(msg.kind, encode(msg.payload), received_at=env.time,
-                               attributes=reg.attributes)
+        native = decode_native(
+            msg.kind, encode(msg.payload), received_at=env.time, attributes=reg.attributes
+        )
         [r] = readings
         check_ranges(r)
         assert r.ts == native.ts
@@ -343,8 +353,7 @@ def test_every_envelope_decodes_to_what_the_device_measured(fmt: WireFormat) -> 
 
 def test_same_seed_same_envelopes() -> None:
     def bodies(seed: int) -> list[bytes]:
-        return [b for _m, _t, b, _e in _envelopes(WireFormat.CHIRPSTACK, _fleet(3, seed), 1,
-                                                   seed)]
+        return [b for _m, _t, b, _e in _envelopes(WireFormat.CHIRPSTACK, _fleet(3, seed), 1, seed)]
 
     assert bodies(5) == bodies(5)
     assert bodies(5) != bodies(6)

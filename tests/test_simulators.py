@@ -71,16 +71,22 @@ def test_registrations_match_the_api_contract() -> None:
     columns = _of(fleet, WasteColumn)
     assert {"depth_mm", "capacity_l", "waste_stream"} <= set(columns[0].registration.attributes)
     assert any(c.report == "distance" for c in columns)
-    assert all(m.registration.attributes["district"] == m.registration.group
-               for m in _of(fleet, WaterMeter))
-    assert all(p.registration.attributes["zone"] == p.registration.group
-               for p in _of(fleet, ParkingSpace))
+    assert all(
+        m.registration.attributes["district"] == m.registration.group
+        for m in _of(fleet, WaterMeter)
+    )
+    assert all(
+        p.registration.attributes["zone"] == p.registration.group for p in _of(fleet, ParkingSpace)
+    )
 
 
 def test_id_prefix_and_kind_selection() -> None:
     fleet = build_fleet([DeviceKind.PARKING_SENSOR], 3, id_prefix="load.test-1")
     assert [d.device_id for d in fleet] == [
-        "load.test-1-ps-0001", "load.test-1-ps-0002", "load.test-1-ps-0003"]
+        "load.test-1-ps-0001",
+        "load.test-1-ps-0002",
+        "load.test-1-ps-0003",
+    ]
 
 
 # --- payloads -------------------------------------------------------------------------------
@@ -96,8 +102,9 @@ def test_every_payload_over_a_day_validates_and_decodes() -> None:
                 continue
             sent += 1
             PAYLOAD_MODELS[d.kind].model_validate(payload)
-            reading = decode_native(d.kind, encode(payload), received_at=ts,
-                                    attributes=d.registration.attributes)
+            reading = decode_native(
+                d.kind, encode(payload), received_at=ts, attributes=d.registration.attributes
+            )
             assert reading.ts == ts
     assert sent > 25 * 2 * 96  # water and columns every time, parking on change/heartbeat
 
@@ -117,8 +124,11 @@ def test_water_index_only_grows_and_battery_only_drains() -> None:
 
 
 def test_households_use_more_water_at_8_than_at_3() -> None:
-    meters = [m for m in _of(build_fleet([DeviceKind.WATER_METER], 300, seed=2), WaterMeter)
-              if m.profile == "household"]
+    meters = [
+        m
+        for m in _of(build_fleet([DeviceKind.WATER_METER], 300, seed=2), WaterMeter)
+        if m.profile == "household"
+    ]
 
     def mean_flow(hour: int) -> float:
         start = MONDAY + timedelta(hours=hour) - timedelta(minutes=30)
@@ -130,12 +140,18 @@ def test_households_use_more_water_at_8_than_at_3() -> None:
 
 
 def test_businesses_use_water_on_weekdays_not_sundays() -> None:
-    meters = [m for m in _of(build_fleet([DeviceKind.WATER_METER], 300, seed=2), WaterMeter)
-              if m.profile == "business"]
+    meters = [
+        m
+        for m in _of(build_fleet([DeviceKind.WATER_METER], 300, seed=2), WaterMeter)
+        if m.profile == "business"
+    ]
     assert meters
     sunday = MONDAY - timedelta(days=1)
-    assert all(m.mean_flow_m3h(MONDAY + timedelta(hours=10))
-               > 10 * m.mean_flow_m3h(sunday + timedelta(hours=10)) for m in meters)
+    assert all(
+        m.mean_flow_m3h(MONDAY + timedelta(hours=10))
+        > 10 * m.mean_flow_m3h(sunday + timedelta(hours=10))
+        for m in meters
+    )
 
 
 def test_a_leak_shows_as_night_flow_then_raises_the_alarm() -> None:
@@ -157,8 +173,11 @@ def test_a_leak_shows_as_night_flow_then_raises_the_alarm() -> None:
 
 
 def test_healthy_meters_are_quiet_at_night_and_raise_no_leak() -> None:
-    meters = [m for m in _of(build_fleet([DeviceKind.WATER_METER], 100, seed=5), WaterMeter)
-              if m.profile == "household"]
+    meters = [
+        m
+        for m in _of(build_fleet([DeviceKind.WATER_METER], 100, seed=5), WaterMeter)
+        if m.profile == "household"
+    ]
     alarms = []
     for m in meters:
         m.leak_rate_per_day = 0.0
@@ -187,8 +206,11 @@ def test_waste_fill_rises_then_drops_after_the_round() -> None:
     fills = [(ts, column.next_payload(ts)["fill_pct"]) for ts in week]
     assert column.collections, "a column is emptied at least once a week"
     starts = [MONDAY, *column.collections]
-    emptied = next(c for prev, c in zip(starts, column.collections, strict=False)
-                   if c - prev > timedelta(hours=30))
+    emptied = next(
+        c
+        for prev, c in zip(starts, column.collections, strict=False)
+        if c - prev > timedelta(hours=30)
+    )
     before = [f for ts, f in fills if emptied - timedelta(hours=24) <= ts < emptied]
     after = [f for ts, f in fills if emptied < ts <= emptied + timedelta(minutes=30)]
     assert before[-1] > before[0] + 5  # it was filling
@@ -249,8 +271,9 @@ def test_parking_publishes_on_change_and_heartbeat_only() -> None:
     space = _of(build_fleet([DeviceKind.PARKING_SENSOR], 1, seed=13), ParkingSpace)[0]
     first = space.next_payload(MONDAY + timedelta(hours=10))
     assert first is not None and isinstance(first["occupied"], bool)
-    sent = [space.next_payload(MONDAY + timedelta(hours=10, seconds=10 * i))
-            for i in range(1, 91)]  # 15 minutes, polled every 10 s
+    sent = [
+        space.next_payload(MONDAY + timedelta(hours=10, seconds=10 * i)) for i in range(1, 91)
+    ]  # 15 minutes, polled every 10 s
     states = [first["occupied"]] + [p["occupied"] for p in sent if p is not None]
     assert all(a != b for a, b in itertools.pairwise(states))  # changes only
     later = MONDAY + timedelta(hours=10) + space.heartbeat * 2
@@ -324,8 +347,7 @@ def test_fault_probability_is_spread_over_types() -> None:
     injector.drain()
     assert 0.2 * 600 < injector.total < 0.4 * 600
     assert all(count > 0 for count in injector.counts.values())
-    assert FaultInjector(0.0).apply(messages[0]) == [
-        FaultInjector(0.0).apply(messages[0])[0]]
+    assert FaultInjector(0.0).apply(messages[0]) == [FaultInjector(0.0).apply(messages[0])[0]]
 
 
 def test_fault_injector_refuses_bad_settings() -> None:
@@ -374,8 +396,7 @@ def test_timestamps_carry_the_paris_offset_across_dst() -> None:
 
 def test_parse_mqtt_url() -> None:
     e = parse_mqtt_url("mqtt://sim%40quimper:p%3Ass@broker.local:1884")
-    assert (e.host, e.port, e.username, e.password) == ("broker.local", 1884, "sim@quimper",
-                                                        "p:ss")
+    assert (e.host, e.port, e.username, e.password) == ("broker.local", 1884, "sim@quimper", "p:ss")
     assert parse_mqtt_url("mqtt://127.0.0.1").port == 1883
     for bad in ("http://x:1883", "mqtt://", "mqtt://h:notaport"):
         with pytest.raises(ValueError):
@@ -395,8 +416,9 @@ def test_registration_posts_the_contract_and_accepts_201_and_409() -> None:
         return httpx.Response(409 if body["id"].endswith("1") else 201, json={})
 
     regs = _registrations(4)
-    result = register_devices(regs, api_url="http://api.test/", admin_key="k3y",
-                              transport=httpx.MockTransport(handler))
+    result = register_devices(
+        regs, api_url="http://api.test/", admin_key="k3y", transport=httpx.MockTransport(handler)
+    )
     assert result.created + result.existing == len(regs) and result.existing == 3
     assert {r.url.path for r in seen} == {"/devices"} and {r.method for r in seen} == {"POST"}
     assert all(r.headers["authorization"] == "Bearer k3y" for r in seen)
@@ -410,8 +432,12 @@ def test_registration_failure_carries_the_response_body() -> None:
         return httpx.Response(422, json={"detail": "attributes.depth_mm: must be > 0"})
 
     with pytest.raises(RegistrationError, match=r"HTTP 422.*depth_mm"):
-        register_devices(_registrations(2), api_url="http://api.test", admin_key="k",
-                         transport=httpx.MockTransport(handler))
+        register_devices(
+            _registrations(2),
+            api_url="http://api.test",
+            admin_key="k",
+            transport=httpx.MockTransport(handler),
+        )
 
 
 def test_cli_options() -> None:
@@ -421,12 +447,30 @@ def test_cli_options() -> None:
     assert args.kinds == list(DeviceKind) and args.devices == 20 and args.rate == 20
     assert (args.duration, args.count, args.backfill_hours, args.faults) == (0, 0, 0, 0)
     assert args.qos == 1 and not args.no_register and args.id_prefix == "sim"
-    args = parser.parse_args(["--kinds", "parking_sensor,water_meter", "--fault-types",
-                              "future,duplicate", "--faults", "0.1", "--qos", "0",
-                              "--no-register", "--id-prefix", "lt"])
+    args = parser.parse_args(
+        [
+            "--kinds",
+            "parking_sensor,water_meter",
+            "--fault-types",
+            "future,duplicate",
+            "--faults",
+            "0.1",
+            "--qos",
+            "0",
+            "--no-register",
+            "--id-prefix",
+            "lt",
+        ]
+    )
     assert args.kinds == [DeviceKind.PARKING_SENSOR, DeviceKind.WATER_METER]
     assert args.fault_types == [FaultType.FUTURE, FaultType.DUPLICATE]
-    for bad in (["--kinds", "toaster"], ["--faults", "2"], ["--id-prefix=_x"],
-                ["--rate", "-1"], ["--qos", "2"], ["--fault-types", "gremlins"]):
+    for bad in (
+        ["--kinds", "toaster"],
+        ["--faults", "2"],
+        ["--id-prefix=_x"],
+        ["--rate", "-1"],
+        ["--qos", "2"],
+        ["--fault-types", "gremlins"],
+    ):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
