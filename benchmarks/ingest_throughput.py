@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.ingest_throughput [--devices N] [--messages M]
         [--scale-curves] [--quick] [--json PATH] [--phases broker,database,naive,ingest]
-        [--ingest-processes K] [--rates R1,R2,...]
+        [--ingest builtin:1,builtin:2,paho:1] [--rates R1,R2,...]
 
 Starts a private PostgreSQL and Mosquitto under `.territory/bench` (or uses the ones named by
 TERRITORY_DATABASE_URL and TERRITORY_MQTT_URL), migrates, registers N devices (a third each
@@ -58,8 +58,11 @@ mean nothing. The table is printed and the figures written as JSON (default
 `benchmarks/results/latest.json`). Against services you name, the benchmark's rows are deleted
 at the end; in its own `.territory/bench` database the tables are emptied at the start.
 
-For comparing ingest variants: `--phases ingest` measures the ingest alone,
-`--ingest-processes K` runs K processes on a shared subscription, `--rates` replaces the search
+Ingest variants (`--ingest`, default builtin:1,builtin:2,paho:1): the ingest with its built-in
+MQTT client in one process (the headline: ratios and targets), the same in two processes sharing
+one subscription, and with paho-mqtt's client (TERRITORY_MQTT_CLIENT=paho), each measured the
+same way in the same run. For comparing variants: `--phases ingest` measures the ingest alone,
+`--rates` replaces the search
 with long runs at given rates (CPU per message at equal load is steadier than a maximum rate on
 a busy machine), and TERRITORY_* settings in the environment reach the ingest process.
 """
@@ -386,9 +389,10 @@ class IngestConsumer(Consumer):
 
     name = "ingest"
 
-    def __init__(self, bench: Bench, processes: int) -> None:
+    def __init__(self, bench: Bench, processes: int, client: str = "builtin") -> None:
         self.bench = bench
         self.processes = processes
+        self.client = client
         self.procs: list[subprocess.Popen[bytes]] = []
         self.client_ids: list[str] = []
         self.generation = 0
@@ -409,6 +413,7 @@ class IngestConsumer(Consumer):
                 "TERRITORY_MQTT_TOPIC_PREFIX": b.topic_prefix,
                 "TERRITORY_MQTT_SESSION_EXPIRY_S": "60",
                 "TERRITORY_SOURCES": json.dumps(topics),
+                "TERRITORY_MQTT_CLIENT": self.client,
             }
         )
         self.client_ids = [
@@ -1016,22 +1021,33 @@ class Bench:
         self.results["naive_bridge"] = {"search": _search_json(found), "max_rate": found.max_rate}
 
     async def phase_ingest(self) -> None:
-        k = self.args.ingest_processes
-        self.note(f"\n== territory ingest ({k} process{'es' if k > 1 else ''})")
-        ingest = IngestConsumer(self, k)
+        """Each ingest variant (`--ingest`) measured the same way; the first is the headline."""
+        variants = []
+        for i, (client, k) in enumerate(self.args.ingest):
+            out = await self._ingest_variant(client, k, scale=i == 0 and self.args.scale_curves)
+            variants.append(out)
+            if i == 0:
+                self.results["ingest"] = out
+        self.results["ingest_variants"] = variants
+
+    async def _ingest_variant(self, client: str, k: int, scale: bool) -> dict[str, Any]:
+        label = variant_label(client, k)
+        self.note(f"\n== {label}")
+        ingest = IngestConsumer(self, k, client)
+        out: dict[str, Any] = {"label": label, "client": client, "processes": k}
+        self.memory = MemoryWatch()
         self.memory.start()
         ingest.start()
         try:
             if self.args.rates:
-                await self.fixed_rates(ingest)
-                return
+                out["fixed_rates"] = await self.fixed_rates(ingest)
+                return out
             found = await self.search(
                 "ingest", lambda r: self.e2e_trial(ingest, r), self.p.starts["ingest"]
             )
-            out: dict[str, Any] = {"search": _search_json(found), "processes": k}
+            out["search"] = _search_json(found)
             out["max_rate"] = None
             out["search_max_rate"] = found.max_rate
-            self.results["ingest"] = out
             if found.max_rate:
                 at_max = await self.confirm(
                     lambda r, c: self.e2e_trial(ingest, r, c), found.max_rate
@@ -1047,14 +1063,15 @@ class Bench:
                 at_half = await self.e2e_trial(ingest, half, max(1, count))
                 self.note(at_half.line())
                 out["at_half"] = asdict(at_half)
-            if self.args.scale_curves:
+            if scale:
                 await self.scale_devices(ingest, found.max_rate or self.p.starts["ingest"])
         finally:
             ingest.stop()
             self.memory.stop()
-            self.results.setdefault("ingest", {})["memory"] = self.memory.summary()
+            out["memory"] = self.memory.summary()
+        return out
 
-    async def fixed_rates(self, ingest: IngestConsumer) -> None:
+    async def fixed_rates(self, ingest: IngestConsumer) -> list[dict[str, Any]]:
         """`--rates`: long runs at given rates instead of the search (to compare variants)."""
         runs = []
         for rate in self.args.rates:
@@ -1063,7 +1080,7 @@ class Bench:
             t = await self.e2e_trial(ingest, rate, count)
             self.note(t.line() + f" ({t.cpu_us_per_msg or 0:.0f} µs CPU/message)")
             runs.append(asdict(t))
-        self.results["ingest"] = {"fixed_rates": runs, "processes": ingest.processes}
+        return runs
 
     async def scale_devices(self, ingest: IngestConsumer, around: float) -> None:
         self.note("\n== scale: ingest maximum rate against registered devices")
@@ -1214,35 +1231,26 @@ def _search_json(found: Search) -> dict[str, Any]:
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
-    """Ratios and targets from the raw results."""
+    """Ratios and targets from the raw results: for the headline ingest, and for each variant."""
     broker = (results.get("broker_alone") or {}).get("max_rate")
     database = (results.get("database_alone") or {}).get("max_rate")
     naive = (results.get("naive_bridge") or {}).get("max_rate")
-    ingest = results.get("ingest") or {}
-    rate = ingest.get("max_rate")
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a and b else None
 
-    ratios = {
-        "ingest_vs_broker": ratio(rate, broker),
-        "ingest_vs_database": ratio(rate, database),
-        "ingest_vs_naive": ratio(rate, naive),
-        "naive_vs_broker": ratio(naive, broker),
-    }
-    half = ingest.get("at_half") or {}
-    memory = ingest.get("memory") or {}
-    p99_half = half.get("p99_s")
-    peak = memory.get("peak_hwm_mb") or memory.get("peak_rss_mb")
-    targets = {
-        "ingest >= 0.8 x broker alone": (ratios["ingest_vs_broker"], 0.8, ">="),
-        "ingest >= 20 x naive bridge": (ratios["ingest_vs_naive"], 20, ">="),
-        "p99 publish-to-commit at half max <= 1 s": (p99_half, 1.0, "<="),
-        "ingest peak RSS <= 150 MB": (peak, 150, "<="),
-    }
-    return {
-        "ratios": ratios,
-        "targets": {
+    def targets(ingest: dict[str, Any]) -> dict[str, Any]:
+        rate = ingest.get("max_rate")
+        half = ingest.get("at_half") or {}
+        memory = ingest.get("memory") or {}
+        peak = memory.get("peak_hwm_mb") or memory.get("peak_rss_mb")
+        checks = {
+            "ingest >= 0.8 x broker alone": (ratio(rate, broker), 0.8, ">="),
+            "ingest >= 20 x naive bridge": (ratio(rate, naive), 20, ">="),
+            "p99 publish-to-commit at half max <= 1 s": (half.get("p99_s"), 1.0, "<="),
+            "ingest peak RSS <= 150 MB": (peak, 150, "<="),
+        }
+        return {
             name: {
                 "value": value,
                 "target": f"{op} {bound}",
@@ -1250,7 +1258,26 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 if value is None
                 else (value >= bound if op == ">=" else value <= bound),
             }
-            for name, (value, bound, op) in targets.items()
+            for name, (value, bound, op) in checks.items()
+        }
+
+    headline = results.get("ingest") or {}
+    rate = headline.get("max_rate")
+    return {
+        "ratios": {
+            "ingest_vs_broker": ratio(rate, broker),
+            "ingest_vs_database": ratio(rate, database),
+            "ingest_vs_naive": ratio(rate, naive),
+            "naive_vs_broker": ratio(naive, broker),
+        },
+        "targets": targets(headline),
+        "variants": {
+            v["label"]: {
+                "vs_broker": ratio(v.get("max_rate"), broker),
+                "vs_naive": ratio(v.get("max_rate"), naive),
+                "targets": targets(v),
+            }
+            for v in results.get("ingest_variants") or []
         },
     }
 
@@ -1265,12 +1292,14 @@ def print_table(results: dict[str, Any]) -> None:
     summary = results["summary"]
     broker = (results.get("broker_alone") or {}).get("max_rate")
     naive = (results.get("naive_bridge") or {}).get("max_rate")
-    rows = [
+    rows: list[tuple[str, Any, str | None, str | None]] = [
         ("broker alone (C clients, QoS 1)", results.get("broker_alone"), "confirm", None),
         ("database alone (staged COPY)", results.get("database_alone"), None, None),
         ("naive bridge (INSERT/message)", results.get("naive_bridge"), None, None),
-        ("territory ingest", results.get("ingest"), "at_max", "at_half"),
     ]
+    for variant in results.get("ingest_variants") or [results.get("ingest")]:
+        if variant:
+            rows.append((variant.get("label", "territory ingest"), variant, "at_max", "at_half"))
     print("\n" + "=" * 118)
     meta = results["meta"]
     print(
@@ -1305,19 +1334,21 @@ def print_table(results: dict[str, Any]) -> None:
         )
     if any((results.get(k) or {}).get("confirmed") is False for k in ("broker_alone", "ingest")):
         print("?: no long run was sustained, even 34 % lower: the search's rate, not claimed")
-    memory = (results.get("ingest") or {}).get("memory")
-    if memory and memory.get("first_rss_mb"):
-        print(
-            f"ingest RSS (per process): {memory['first_rss_mb']} MB at start, "
-            f"{memory['last_rss_mb']} MB at the end, peak {memory['peak_hwm_mb']} MB"
-        )
-    at_max = (results.get("ingest") or {}).get("at_max")
-    if at_max and at_max.get("cpu_us_per_msg"):
-        print(
-            f"ingest CPU at its maximum: {at_max['cpu_pct']:.0f}% of a core, "
-            f"{at_max['cpu_us_per_msg']:.0f} µs per message; machine busy "
-            f"{at_max['machine_busy_pct']:.0f}%, load {at_max['load_1min']:.1f}"
-        )
+    for variant in results.get("ingest_variants") or [results.get("ingest") or {}]:
+        label = variant.get("label", "territory ingest")
+        memory = variant.get("memory")
+        if memory and memory.get("first_rss_mb"):
+            print(
+                f"{label}: RSS per process {memory['first_rss_mb']} MB at start, "
+                f"{memory['last_rss_mb']} MB at the end, peak {memory['peak_hwm_mb']} MB"
+            )
+        at_max = variant.get("at_max")
+        if at_max and at_max.get("cpu_us_per_msg"):
+            print(
+                f"{label}: CPU at its maximum {at_max['cpu_pct']:.0f}% of a core, "
+                f"{at_max['cpu_us_per_msg']:.0f} µs per message; machine busy "
+                f"{at_max['machine_busy_pct']:.0f}%, load {at_max['load_1min']:.1f}"
+            )
     closed = (results.get("database_alone") or {}).get("closed_loop")
     if closed:
         print(
@@ -1339,11 +1370,13 @@ def print_table(results: dict[str, Any]) -> None:
             f"p99 {point['aggregate_1d_hourly']['p99_ms']} ms"
         )
     print("ratios: " + ", ".join(f"{k} {v}" for k, v in summary["ratios"].items()))
-    for name, t in summary["targets"].items():
-        verdict = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
-        value = t["value"]
-        shown = "-" if value is None else f"{value:g}"
-        print(f"target: {name}: {shown} ({t['target']}): {verdict}")
+    per_variant = summary.get("variants") or {"territory ingest": summary}
+    for label, figures in per_variant.items():
+        for name, t in figures["targets"].items():
+            verdict = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
+            value = t["value"]
+            shown = "-" if value is None else f"{value:g}"
+            print(f"target ({label}): {name}: {shown} ({t['target']}): {verdict}")
     print("=" * 118)
 
 
@@ -1366,6 +1399,21 @@ def _services(args: argparse.Namespace) -> Iterator[tuple[str, str, bool]]:
         yield services.database_url, services.mqtt_url, True
 
 
+DEFAULT_VARIANTS = (("builtin", 1), ("builtin", 2), ("paho", 1))
+
+
+def _variant(p: argparse.ArgumentParser, spec: str) -> tuple[str, int]:
+    client, _, k = spec.partition(":")
+    if client not in ("builtin", "paho") or not (k or "1").isdigit() or int(k or 1) < 1:
+        p.error(f"--ingest: expected builtin|paho[:PROCESSES], got {spec!r}")
+    return client, int(k or 1)
+
+
+def variant_label(client: str, processes: int) -> str:
+    label = "territory ingest" if client == "builtin" else "ingest, paho client"
+    return label + (f", {processes} processes" if processes > 1 else "")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.ingest_throughput",
@@ -1384,7 +1432,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="which systems to measure (comma-separated: broker, database, naive, ingest)",
     )
     p.add_argument(
-        "--ingest-processes", type=int, default=1, help="ingest processes (shared subscription)"
+        "--ingest",
+        help="ingest variants to measure, CLIENT:PROCESSES comma-separated, CLIENT builtin or "
+        "paho, processes sharing one subscription; the first is the headline "
+        f"(default {','.join(f'{c}:{k}' for c, k in DEFAULT_VARIANTS)}; quick: builtin:1)",
     )
     p.add_argument(
         "--rates",
@@ -1399,6 +1450,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.messages = args.messages or (1000 if args.quick else 300_000)
     args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
     args.rates = [float(x) for x in args.rates.split(",")] if args.rates else []
+    if args.ingest:
+        args.ingest = [_variant(p, x.strip()) for x in args.ingest.split(",") if x.strip()]
+    else:
+        args.ingest = [("builtin", 1)] if args.quick else list(DEFAULT_VARIANTS)
     unknown = set(args.phases) - {"broker", "database", "naive", "ingest"}
     if unknown:
         p.error(f"unknown phases: {', '.join(sorted(unknown))}")
@@ -1433,7 +1488,7 @@ async def run(
         "mode": "quick" if args.quick else "full",
         "devices": args.devices,
         "messages": args.messages,
-        "ingest_processes": args.ingest_processes,
+        "ingest_variants": [variant_label(c, k) for c, k in args.ingest],
         "storage": bench.backend,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
