@@ -176,10 +176,14 @@ class MqttCollector:
         delay = self.config.reconnect_min_s
         while not self._closing:
             try:
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self), self.config.host, self.config.port
+                # A host that drops SYNs would otherwise hold us for the kernel's minutes.
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _Connection(self), self.config.host, self.config.port
+                    ),
+                    max(10.0, self.config.keepalive_s),
                 )
-            except OSError as exc:
+            except OSError as exc:  # TimeoutError included
                 log.warning("cannot reach the broker (%s); retrying in %.0fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.reconnect_max_s)
@@ -216,6 +220,7 @@ class MqttCollector:
     def _connection_made(self, conn: _Connection) -> None:
         self._conn = conn
         self.paused = False
+        self._keepalive_s = self.config.keepalive_s  # until CONNACK says otherwise
         c = self.config
         assert conn.transport is not None
         conn.transport.write(
