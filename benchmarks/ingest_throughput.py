@@ -714,8 +714,9 @@ class Bench:
                 lines = f.read().splitlines()
         except OSError:
             return None
+        # The last line may be half written: skip what does not parse.
         for line in reversed(lines[1:] if len(lines) > 1 else lines):
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, IndexError):
                 return time.time() - _ts_of(line.split(b" ", 1)[1])
         return None
 

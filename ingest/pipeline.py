@@ -79,7 +79,8 @@ class Pipeline:
         self.config = config
         self.cache = DeviceCache(config.device_refresh_s)
         self.stats = Stats()
-        self._conn: asyncpg.Connection | None = None
+        self._conn: asyncpg.Connection | None = None  # writes only
+        self._lookup_conn: asyncpg.Connection | None = None  # registry reads while a write runs
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
         self._waiting = False
@@ -106,9 +107,19 @@ class Pipeline:
             self._conn = conn
         return self._conn
 
+    async def _lookup_connection(self) -> asyncpg.Connection:
+        if self._lookup_conn is None or self._lookup_conn.is_closed():
+            self._lookup_conn = await connect(self.config.database_url)
+        return self._lookup_conn
+
     async def _drop_connection(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
+            conn.terminate()
+
+    async def _drop_lookup_connection(self) -> None:
+        if self._lookup_conn is not None:
+            conn, self._lookup_conn = self._lookup_conn, None
             conn.terminate()
 
     async def wait_for_database(self, stop: asyncio.Event) -> bool:
@@ -117,7 +128,7 @@ class Pipeline:
         while not stop.is_set():
             try:
                 await self._connection()
-                await self.cache.refresh_if_due(await self._connection())
+                await self.cache.refresh_if_due(await self._lookup_connection())
                 return True
             except Exception as exc:
                 if not is_transient(exc):
@@ -130,28 +141,53 @@ class Pipeline:
     # -- main loop ---------------------------------------------------------------------------
 
     async def run(self, collector: Collector, stop: asyncio.Event) -> None:
+        """Collect and decode a batch while the previous one is being written.
+
+        Decoding is this process's CPU, writing mostly PostgreSQL's: overlapping them keeps
+        both busy. Writes stay strictly one after the other, so acknowledgements go out in the
+        order the messages arrived, and at most two batches are in hand."""
         self._loop = asyncio.get_running_loop()
         self._queue = collector.queue
         last_log = time.monotonic()
-        while True:
-            if stop.is_set() and not self._stopping:
-                self._stopping = True
-                self._stop_deadline = time.monotonic() + self.config.shutdown_grace_s
-                collector.stop_accepting()
-                log.info("stopping: flushing %d queued messages", len(collector.queue))
-            if self._stopping and not collector.queue:
-                break
-            batch = await self._collect(collector, stop)
-            if batch:
-                if not await self._process(collector, batch):
-                    break  # gave up during shutdown: unacked messages are redelivered
-            elif not self._stopping:
-                await self._refresh_devices()
-            if time.monotonic() - last_log >= 10:
-                last_log = time.monotonic()
-                log.info("%s queue=%d", self.stats.line(), len(collector.queue))
+        writing: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                if writing is not None and writing.done():
+                    finished, writing = writing, None
+                    if not finished.result():  # raises what the write raised
+                        break
+                if stop.is_set() and not self._stopping:
+                    self._stopping = True
+                    self._stop_deadline = time.monotonic() + self.config.shutdown_grace_s
+                    collector.stop_accepting()
+                    log.info("stopping: flushing %d queued messages", len(collector.queue))
+                if self._stopping and not collector.queue:
+                    break
+                batch = await self._collect(collector, stop)
+                if batch:
+                    decoded = await self._decode_retrying(batch, collector)
+                    if decoded is None:
+                        break  # gave up during shutdown: unacked messages are redelivered
+                    if writing is not None and not await writing:
+                        writing = None
+                        break
+                    writing = asyncio.ensure_future(self._write_and_ack(collector, batch, decoded))
+                elif not self._stopping:
+                    await self._refresh_devices()
+                if time.monotonic() - last_log >= 10:
+                    last_log = time.monotonic()
+                    log.info("%s queue=%d", self.stats.line(), len(collector.queue))
+            if writing is not None:
+                await writing
+                writing = None
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
         log.info("stopped: %s", self.stats.line())
         await self._drop_connection()
+        await self._drop_lookup_connection()
 
     async def _collect(self, collector: Collector, stop: asyncio.Event) -> list[Inbound]:
         queue = collector.queue
@@ -192,11 +228,11 @@ class Pipeline:
 
     async def _refresh_devices(self) -> None:
         try:
-            await self.cache.refresh_if_due(await self._connection())
+            await self.cache.refresh_if_due(await self._lookup_connection())
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            await self._drop_connection()
+            await self._drop_lookup_connection()
 
     # -- decoding ----------------------------------------------------------------------------
 
@@ -299,7 +335,7 @@ class Pipeline:
             if self.cache.get(env.key, env.identity.value) is None:
                 wanted.add((env.identity.value, env.key))
         if wanted:
-            await self.cache.lookup_missing(await self._connection(), wanted)
+            await self.cache.lookup_missing(await self._lookup_connection(), wanted)
         out: list[Decoded] = []
         for m, parsed in zip(batch, envelopes, strict=True):
             out.extend(self._decode(m, parsed))
@@ -307,32 +343,56 @@ class Pipeline:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def _process(self, collector: Collector, batch: list[Inbound]) -> bool:
+    async def _decode_retrying(
+        self, batch: list[Inbound], collector: Collector
+    ) -> list[Decoded] | None:
+        """Decode a batch; an unreachable registry is retried like a failed write."""
         delay = 0.2
         while True:
             try:
-                decoded = await self._decode_all(batch)
+                return await self._decode_all(batch)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await self._drop_lookup_connection()
+                if not await self._back_off("device lookup", exc, delay, batch, collector):
+                    return None
+                delay = min(delay * 2, 10.0)
+
+    async def _write_and_ack(
+        self, collector: Collector, batch: list[Inbound], decoded: list[Decoded]
+    ) -> bool:
+        """Commit a decoded batch, retrying transient failures; then acknowledge it."""
+        delay = 0.2
+        while True:
+            try:
                 await self._write(decoded)
                 break
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                self.stats.retries += 1
                 await self._drop_connection()
-                if self._stopping and time.monotonic() + delay > self._stop_deadline:
-                    log.error(
-                        "database still unavailable at shutdown; %d messages left "
-                        "unacknowledged for redelivery",
-                        len(batch) + len(collector.queue),
-                    )
+                if not await self._back_off("write", exc, delay, batch, collector):
                     return False
-                log.warning(
-                    "write failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
-                )
-                await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         self.stats.batches += 1
         self.stats.acked += collector.ack(batch)
+        return True
+
+    async def _back_off(
+        self, what: str, exc: Exception, delay: float, batch: list[Inbound], collector: Collector
+    ) -> bool:
+        """Wait before a retry; False when shutting down and the retry would come too late."""
+        self.stats.retries += 1
+        if self._stopping and time.monotonic() + delay > self._stop_deadline:
+            log.error(
+                "database still unavailable at shutdown; %d messages left "
+                "unacknowledged for redelivery",
+                len(batch) + len(collector.queue),
+            )
+            return False
+        log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+        await asyncio.sleep(delay)
         return True
 
     async def _write(self, decoded: list[Decoded]) -> None:
