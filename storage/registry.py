@@ -160,10 +160,23 @@ async def get_devices(
 
 
 async def devices_changed_since(
-    conn: asyncpg.Connection | asyncpg.Pool, since: datetime
+    conn: asyncpg.Connection | asyncpg.Pool,
+    since: datetime,
+    *,
+    after: tuple[datetime, str] | None = None,
+    limit: int | None = None,
 ) -> list[DeviceRecord]:
+    """Devices updated at or after `since`, in (updated_at, id) order; a page of at most
+    `limit` of them, following the (updated_at, id) of the last one of the previous page."""
+    after_ts, after_id = after if after is not None else (None, "")
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM devices WHERE updated_at >= $1 ORDER BY updated_at", since
+        f"SELECT {_COLUMNS} FROM devices WHERE updated_at >= $1 "
+        "AND ($2::timestamptz IS NULL OR (updated_at, id) > ($2, $3)) "
+        "ORDER BY updated_at, id LIMIT $4",
+        since,
+        after_ts,
+        after_id,
+        limit,
     )
     return [_record(r) for r in rows]
 
