@@ -1025,13 +1025,27 @@ class Bench:
         """Each ingest variant (`--ingest`) measured the same way; the first is the headline."""
         variants = []
         for i, (client, k) in enumerate(self.args.ingest):
-            out = await self._ingest_variant(client, k, scale=i == 0 and self.args.scale_curves)
+            out = await self._ingest_variant(client, k)
             variants.append(out)
             if i == 0:
                 self.results["ingest"] = out
         self.results["ingest_variants"] = variants
+        if self.args.scale_curves and not self.args.rates:
+            # Last: it grows the registry to 100k devices, which the variants must not see.
+            client, k = self.args.ingest[0]
+            ingest = IngestConsumer(self, k, client)
+            self.memory = MemoryWatch()
+            self.memory.start()
+            ingest.start()
+            try:
+                around = variants[0].get("search_max_rate") or self.p.starts["ingest"]
+                await self.scale_devices(ingest, around)
+            finally:
+                ingest.stop()
+                self.memory.stop()
+                self.results["scale_devices_memory"] = self.memory.summary()
 
-    async def _ingest_variant(self, client: str, k: int, scale: bool) -> dict[str, Any]:
+    async def _ingest_variant(self, client: str, k: int) -> dict[str, Any]:
         label = variant_label(client, k)
         self.note(f"\n== {label}")
         ingest = IngestConsumer(self, k, client)
@@ -1064,8 +1078,6 @@ class Bench:
                 at_half = await self.e2e_trial(ingest, half, max(1, count))
                 self.note(at_half.line())
                 out["at_half"] = asdict(at_half)
-            if scale:
-                await self.scale_devices(ingest, found.max_rate or self.p.starts["ingest"])
         finally:
             ingest.stop()
             self.memory.stop()
@@ -1362,6 +1374,13 @@ def print_table(results: dict[str, Any]) -> None:
         print(
             f"scale: {point['devices_publishing']:>7,} devices publishing "
             f"({point['devices_registered']:,} registered): ingest {rate(point['max_rate'])}"
+        )
+    scale_memory = results.get("scale_devices_memory")
+    if scale_memory and scale_memory.get("peak_hwm_mb"):
+        largest = max(p["devices_registered"] for p in results.get("scale_devices") or [{}])
+        print(
+            f"scale: ingest RSS while the registry grew to {largest:,} devices: "
+            f"{scale_memory['first_rss_mb']} MB at start, peak {scale_memory['peak_hwm_mb']} MB"
         )
     for point in results.get("scale_readings") or []:
         print(
