@@ -5,6 +5,7 @@ since its first message, whichever comes first. Each batch is committed in one t
 holding its readings and its rejected messages; only then are its messages acknowledged to the
 broker. Transient database failures keep the batch and retry with backoff (the broker holds
 everything else meanwhile); a permanent failure isolates the offending message and rejects it.
+The next batch is collected and decoded while one is being written (see `Pipeline.run`).
 """
 
 from __future__ import annotations
