@@ -15,9 +15,10 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import asyncpg
 
@@ -38,6 +39,7 @@ from storage.readings import WriteBatch, prepare_writer, reading_row, write_batc
 log = logging.getLogger("territory.ingest")
 
 WRITE_FAILED = "write_failed"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -348,37 +350,50 @@ class Pipeline:
         self, batch: list[Inbound], collector: Collector
     ) -> list[Decoded] | None:
         """Decode a batch; an unreachable registry is retried like a failed write."""
-        delay = 0.2
-        while True:
-            try:
-                return await self._decode_all(batch)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                await self._drop_lookup_connection()
-                if not await self._back_off("device lookup", exc, delay, batch, collector):
-                    return None
-                delay = min(delay * 2, 10.0)
+        return await self._retrying(
+            "device lookup",
+            lambda: self._decode_all(batch),
+            self._drop_lookup_connection,
+            batch,
+            collector,
+        )
 
     async def _write_and_ack(
         self, collector: Collector, batch: list[Inbound], decoded: list[Decoded]
     ) -> bool:
         """Commit a decoded batch, retrying transient failures; then acknowledge it."""
-        delay = 0.2
-        while True:
-            try:
-                await self._write(decoded)
-                break
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                await self._drop_connection()
-                if not await self._back_off("write", exc, delay, batch, collector):
-                    return False
-                delay = min(delay * 2, 10.0)
+
+        async def write() -> bool:
+            await self._write(decoded)
+            return True
+
+        if await self._retrying("write", write, self._drop_connection, batch, collector) is None:
+            return False
         self.stats.batches += 1
         self.stats.acked += collector.ack(batch)
         return True
+
+    async def _retrying(
+        self,
+        what: str,
+        attempt: Callable[[], Awaitable[T]],
+        reconnect: Callable[[], Awaitable[None]],
+        batch: list[Inbound],
+        collector: Collector,
+    ) -> T | None:
+        """`attempt()` until it succeeds; a transient database failure drops the connection
+        and backs off (0.2 s doubling to 10 s). None: given up at shutdown."""
+        delay = 0.2
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await reconnect()
+                if not await self._back_off(what, exc, delay, batch, collector):
+                    return None
+                delay = min(delay * 2, 10.0)
 
     async def _back_off(
         self, what: str, exc: Exception, delay: float, batch: list[Inbound], collector: Collector
