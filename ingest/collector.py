@@ -99,6 +99,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.get_running_loop().create_future()
         self.last_in = time.monotonic()
+        self.refused = False  # CONNACK said no
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -242,8 +243,15 @@ class MqttCollector:
         was_connected, self.connected = self.connected, False
         if self._barrier is not None and not self._barrier[1].done():
             self._barrier[1].set_result(None)
-        if not self._closing and was_connected:
+        if self._closing:
+            return
+        if was_connected:
             log.warning("disconnected from broker (%s); reconnecting", exc or "closed")
+        elif not conn.refused:  # a refusal with a reason code has been logged already
+            log.error(
+                "the broker closed the connection before accepting it (%s); retrying",
+                exc or "no reason given: see the broker's log",
+            )
 
     def _next_packet_id(self) -> int:
         self._packet_id = self._packet_id % 0xFFFF + 1
@@ -279,6 +287,7 @@ class MqttCollector:
 
     def _connack(self, conn: _Connection, ack: mp.ConnAck) -> None:
         if ack.reason >= 0x80:
+            conn.refused = True
             log.error("broker refused the connection: %s", mp.reason_name(ack.reason))
             return  # the broker closes the connection; _run retries with backoff
         server_keepalive = ack.properties.get(mp.SERVER_KEEP_ALIVE)

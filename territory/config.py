@@ -47,7 +47,9 @@ class Settings(BaseSettings):
 
     # Ingest tuning. The broker never has more than `mqtt_receive_maximum` unacknowledged
     # messages in flight to one ingest process (MQTT v5 Receive Maximum), which bounds memory.
-    mqtt_client_id: str = "territory-ingest"
+    # Never empty: the broker would assign a new id at each connection, and the persistent
+    # session (with what it queued) would be left behind every time.
+    mqtt_client_id: str = Field(default="territory-ingest", min_length=1, max_length=128)
     mqtt_group: str = ""
     mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
     mqtt_receive_maximum: int = Field(default=4000, ge=1, le=65535)
