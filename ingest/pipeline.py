@@ -51,6 +51,7 @@ class PipelineConfig:
     future_tolerance: timedelta = timedelta(minutes=10)
     device_refresh_s: float = 2.0
     shutdown_grace_s: float = 10.0
+    command_timeout_s: float = 60.0
 
 
 @dataclass
@@ -105,14 +106,18 @@ class Pipeline:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            conn = await connect(self.config.database_url)
+            conn = await connect(
+                self.config.database_url, command_timeout=self.config.command_timeout_s
+            )
             await prepare_writer(conn)
             self._conn = conn
         return self._conn
 
     async def _lookup_connection(self) -> asyncpg.Connection:
         if self._lookup_conn is None or self._lookup_conn.is_closed():
-            self._lookup_conn = await connect(self.config.database_url)
+            self._lookup_conn = await connect(
+                self.config.database_url, command_timeout=self.config.command_timeout_s
+            )
         return self._lookup_conn
 
     async def _drop_connection(self) -> None:

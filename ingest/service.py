@@ -36,6 +36,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> N
             batch_max_delay_s=settings.batch_max_delay_ms / 1000,
             future_tolerance=timedelta(seconds=settings.future_tolerance_s),
             device_refresh_s=settings.device_refresh_s,
+            command_timeout_s=settings.db_command_timeout_s,
         )
     )
     target = settings.mqtt

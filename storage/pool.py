@@ -12,8 +12,12 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
-    conn: asyncpg.Connection = await asyncpg.connect(url, timeout=connect_timeout)
+async def connect(
+    url: str, *, connect_timeout: float = 10.0, command_timeout: float | None = None
+) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(
+        url, timeout=connect_timeout, command_timeout=command_timeout
+    )
     await init_connection(conn)
     return conn
 

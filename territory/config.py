@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     batch_max_delay_ms: int = Field(default=50, ge=1)
     future_tolerance_s: int = Field(default=600, ge=0)
     device_refresh_s: float = Field(default=2.0, gt=0)
+    # A database statement of the ingest that takes longer is abandoned and retried on a new
+    # connection: a connection that went silent (failover, a NAT that forgot it) never errors.
+    db_command_timeout_s: float = Field(default=60.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)

@@ -180,6 +180,16 @@ class _Pump(threading.Thread):
         self.observe, self.from_client = observe, from_client
         self.on_close = on_close
         self._frames = _Frames() if observe is not None else None
+        # Set by Proxy.stall_existing: from then on nothing read is passed on, and nothing is
+        # closed either, until `released` is set (the proxy closing).
+        self.stalled = threading.Event()
+        self.released = threading.Event()
+
+    def _send(self, data: bytes) -> None:
+        if self.stalled.is_set():
+            self.released.wait()
+            raise OSError("stalled connection released")
+        self.dst.sendall(data)
 
     def _note(self, data: bytes) -> None:
         if self._frames is None or self.observe is None:
@@ -209,7 +219,7 @@ class _Pump(threading.Thread):
                 if not data:
                     break
                 self._note(data)
-                self.dst.sendall(data)
+                self._send(data)
         except OSError:
             pass
         _half_close(self.dst)
@@ -227,7 +237,7 @@ class _Pump(threading.Thread):
                     wait = due - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
-                    self.dst.sendall(data)
+                    self._send(data)
             except OSError:
                 pass
             _half_close(self.dst)
@@ -261,6 +271,7 @@ class Proxy:
         self.mqtt = mqtt
         self.connections: list[MqttConnectionLog] = []
         self._socks: list[socket.socket] = []
+        self._pumps: list[_Pump] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
@@ -296,6 +307,8 @@ class Proxy:
                 _Pump(client, upstream, self.delay_s, log, True, closed),
                 _Pump(upstream, client, self.delay_s, log, False, closed),
             )
+            with self._lock:
+                self._pumps += pumps
             for p in pumps:
                 p.start()
             threading.Thread(
@@ -329,12 +342,25 @@ class Proxy:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
 
+    def stall_existing(self) -> int:
+        """Black-hole every open connection: bytes are taken and never passed on, nothing is
+        closed or reset (a failover behind a virtual IP, a NAT that dropped its state). New
+        connections work. Returns how many connections were stalled."""
+        with self._lock:
+            pumps = [p for p in self._pumps if p.is_alive()]
+        for p in pumps:
+            p.stalled.set()
+        return len(pumps) // 2
+
     def by_client(self, client_id: str) -> list[MqttConnectionLog]:
         with self._lock:
             return [c for c in self.connections if c.client_id == client_id]
 
     def close(self) -> None:
         self._closing.set()
+        with self._lock:
+            for p in self._pumps:
+                p.released.set()
         with contextlib.suppress(OSError):
             self._listener.close()
         self.cut()

@@ -1,4 +1,4 @@
-"""The database failing under the ingest: stopped for 30 seconds, and slow."""
+"""The database failing under the ingest: stopped for 30 seconds, slow, and black-holed."""
 
 from __future__ import annotations
 
@@ -184,3 +184,42 @@ def test_slow_database(scenario: Scenario) -> None:
     assert ingest.connects() == 1 and ingest.disconnects() == 0, ingest.tail()
     assert len(tap.by_client(ingest.client_id)) == 1
     assert conn.server_disconnect_reason is None
+
+
+def test_database_connections_black_holed(scenario: Scenario) -> None:
+    """The ingest's database connections go silent for good, without an error or a reset
+    (a failover behind a virtual IP, a NAT that dropped its state), while new connections
+    work. The statement in progress is abandoned after TERRITORY_DB_COMMAND_TIMEOUT_S and the
+    batch retried on a new connection; nothing is lost or stored twice, even though the
+    abandoned statement may have committed."""
+    timeout_s = 3
+    stream = scenario.stream(4000)
+    proxy, db_url = scenario.slow_database(0.0)  # no delay: a plain relay to cut
+    ingest = scenario.ingest("solo", database_url=db_url, TERRITORY_DB_COMMAND_TIMEOUT_S=timeout_s)
+    ingest.start()
+    pid = ingest.pid
+    pub = scenario.publisher()
+    job = PublishJob(pub, stream.messages(), rate=500)
+    job.start()
+
+    job.wait_sent(1000)
+    stalled = proxy.stall_existing()
+    stalled_at = time.monotonic()
+    wait_for(lambda: "TimeoutError" in ingest.log(), 30, 0.2, "a statement abandoned")
+    noticed_after = time.monotonic() - stalled_at
+    job.finish()
+    published = pub.wait_all_acked(60)
+    settle(scenario.database_url, stream, len(published), 0, timeout=60)
+    c = census(scenario.database_url, stream, published)
+    code, _ = ingest.terminate()
+    report.record(
+        "database connections black-holed for good",
+        c,
+        f"{stalled} connection(s) stalled; the first statement abandoned {noticed_after:.1f} s "
+        f"later (command timeout {timeout_s} s), the batch retried on a new connection",
+    )
+    assert stalled >= 1
+    assert (c.lost, c.duplicated, c.unexpected) == (0, 0, 0), c.detail
+    assert c.published == c.stored == stream.count
+    assert noticed_after < timeout_s + 5
+    assert code == 0 and ingest.pid == pid, ingest.tail()
