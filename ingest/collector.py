@@ -141,7 +141,6 @@ class MqttCollector:
         self.generation = 0
         self.connected = False
         self.dropped_qos0 = 0
-        self.received = 0
         # QoS 1 messages taken on the current connection and not yet acknowledged, and the most
         # ever held at once.
         self.unacked = 0
@@ -322,7 +321,6 @@ class MqttCollector:
         # A topic outside every filter (a broker bug) goes on as native: the pipeline stores it
         # as rejected (unknown_topic) rather than leave it unacknowledged or drop it unseen.
         source = self._source(msg.topic) or SourceKind.NATIVE
-        self.received += 1
         self.queue.append(
             Inbound(
                 msg.topic,

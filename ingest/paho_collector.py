@@ -36,7 +36,6 @@ class PahoCollector:
         self.generation = 0
         self.connected = threading.Event()
         self.dropped_qos0 = 0
-        self.received = 0
         # QoS 1 messages taken on the current connection and not yet acknowledged, and the most
         # ever held at once. See _take_window_slot for why the collector counts them itself.
         self.unacked = 0
@@ -128,7 +127,6 @@ class PahoCollector:
                 return
             if msg.qos and not self._take_window_slot():
                 return  # shutting down while waiting: redelivered to the next session
-            self.received += 1
             queue.append(
                 Inbound(
                     msg.topic,

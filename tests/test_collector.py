@@ -19,7 +19,7 @@ from tests.conftest import Publisher
 
 pytestmark = pytest.mark.integration
 
-Collector = MqttCollector | PahoCollector
+AnyCollector = MqttCollector | PahoCollector
 
 
 def config(settings: Settings, client_id: str, prefix: str, **extra: object) -> CollectorConfig:
@@ -45,7 +45,7 @@ async def until(check: Callable[[], bool], within: float = 10.0, what: str = "")
 
 
 async def session(
-    make: Callable[[], Collector], body: Callable[[Collector], Awaitable[None]]
+    make: Callable[[], AnyCollector], body: Callable[[AnyCollector], Awaitable[None]]
 ) -> None:
     collector = make()
     collector.start()
@@ -55,7 +55,7 @@ async def session(
         await collector.close()
 
 
-def connected(c: Collector) -> bool:
+def connected(c: AnyCollector) -> bool:
     return bool(c.connected.is_set() if isinstance(c, PahoCollector) else c.connected)
 
 
@@ -69,13 +69,13 @@ def test_acknowledged_messages_stay_acknowledged_the_rest_come_back(
     client_id = f"{prefix}-ingest"
     cls = MqttCollector if client == "builtin" else PahoCollector
 
-    def make() -> Collector:
+    def make() -> AnyCollector:
         return cls(config(settings, client_id, prefix), wake=lambda: None)
 
     pub = Publisher(settings.mqtt_url)
     first: list[Inbound] = []
 
-    async def receive_and_ack_two(c: Collector) -> None:
+    async def receive_and_ack_two(c: AnyCollector) -> None:
         await until(lambda: connected(c), what="connected")
         await asyncio.sleep(0.3)  # SUBSCRIBE answered
         for i in range(5):
@@ -86,7 +86,7 @@ def test_acknowledged_messages_stay_acknowledged_the_rest_come_back(
 
     again: list[Inbound] = []
 
-    async def receive_again(c: Collector) -> None:
+    async def receive_again(c: AnyCollector) -> None:
         await until(lambda: len(c.queue) >= 3, what="three redelivered")
         await asyncio.sleep(0.5)  # and no more
         again.extend(c.queue)
@@ -112,7 +112,7 @@ def test_acks_from_an_earlier_connection_are_not_sent_on_a_later_one(settings: S
     prefix = f"col-{uuid.uuid4().hex[:8]}"
     pub = Publisher(settings.mqtt_url)
 
-    async def body(c: Collector) -> None:
+    async def body(c: AnyCollector) -> None:
         assert isinstance(c, MqttCollector)
         await until(lambda: c.connected, what="connected")
         await asyncio.sleep(0.3)
@@ -148,7 +148,7 @@ def test_a_refused_connection_is_logged_and_retried(
     (A CONNACK with a reason code is logged with its name: test_mqtt_packets.py.)"""
     caplog.set_level(logging.INFO, logger="territory.ingest.mqtt")
 
-    async def body(c: Collector) -> None:
+    async def body(c: AnyCollector) -> None:
         await until(
             lambda: caplog.text.count("closed the connection before accepting") >= 2, 10, "two"
         )

@@ -559,6 +559,15 @@ def settle(url: str, stream: Stream, want_stored: int, want_rejected: int, timeo
         wait_for(done, timeout, 0.2, f"{want_stored} stored and {want_rejected} rejected")
 
 
+def finish_and_count(url: str, job: PublishJob, stream: Stream, timeout: float = 60.0) -> Census:
+    """Let `job` publish the rest, wait until the broker has acknowledged every publish and
+    the database holds them all, then compare the two."""
+    job.finish()
+    published = job.publisher.wait_all_acked(timeout)
+    settle(url, stream, len(published), 0, timeout=timeout)
+    return census(url, stream, published)
+
+
 def shuffled(items: Sequence[T], seed: int) -> list[T]:
     out = list(items)
     random.Random(seed).shuffle(out)

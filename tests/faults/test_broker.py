@@ -12,8 +12,7 @@ from tests.faults import report
 from tests.faults.harness import (
     PublishJob,
     Scenario,
-    census,
-    settle,
+    finish_and_count,
     stored_count,
     stored_seqs,
     wait_for,
@@ -42,10 +41,7 @@ def test_mosquitto_restarted_mid_stream(scenario: Scenario) -> None:
     acked_before = {m.seq for m in pub.acked()}
     stored_before = stored_count(scenario.database_url, stream)
     broker.start()
-    job.finish()
-    published = pub.wait_all_acked(90)
-    settle(scenario.database_url, stream, len(published), 0, timeout=90)
-    c = census(scenario.database_url, stream, published)
+    c = finish_and_count(scenario.database_url, job, stream, timeout=90)
 
     missing_acked = acked_before - set(stored_seqs(scenario.database_url, stream))
     code, _ = ingest.terminate()
@@ -93,10 +89,7 @@ def test_mosquitto_frozen_mid_stream(scenario: Scenario) -> None:
         noticed_after = time.monotonic() - frozen_at
     finally:
         os.kill(broker_pid, signal.SIGCONT)
-    job.finish()
-    published = pub.wait_all_acked(90)
-    settle(scenario.database_url, stream, len(published), 0, timeout=90)
-    c = census(scenario.database_url, stream, published)
+    c = finish_and_count(scenario.database_url, job, stream, timeout=90)
     code, _ = ingest.terminate()
     report.record(
         "Mosquitto frozen (SIGSTOP) mid-stream",

@@ -15,6 +15,7 @@ from tests.faults.harness import (
     broker_honours_receive_maximum,
     broker_version,
     census,
+    finish_and_count,
     settle,
     sql,
     wait_for,
@@ -73,10 +74,7 @@ def test_postgres_stopped_for_30_seconds(scenario: Scenario) -> None:
         f"the {backlog_seqs} messages published before the restart stored",
     )
     drain_s = time.monotonic() - t_up
-    job.finish()
-    published = pub.wait_all_acked(60)
-    settle(scenario.database_url, stream, len(published), 0, timeout=60)
-    c = census(scenario.database_url, stream, published)
+    c = finish_and_count(scenario.database_url, job, stream)
 
     delays = [float(d) for d in re.findall(r"retrying in ([\d.]+)s", ingest.log())]
     code, _ = ingest.terminate()
@@ -207,10 +205,7 @@ def test_database_connections_black_holed(scenario: Scenario) -> None:
     stalled_at = time.monotonic()
     wait_for(lambda: "TimeoutError" in ingest.log(), 30, 0.2, "a statement abandoned")
     noticed_after = time.monotonic() - stalled_at
-    job.finish()
-    published = pub.wait_all_acked(60)
-    settle(scenario.database_url, stream, len(published), 0, timeout=60)
-    c = census(scenario.database_url, stream, published)
+    c = finish_and_count(scenario.database_url, job, stream)
     code, _ = ingest.terminate()
     report.record(
         "database connections black-holed for good",

@@ -12,6 +12,7 @@ from tests.faults.harness import (
     PublishJob,
     Scenario,
     census,
+    finish_and_count,
     idle,
     seq_of,
     settle,
@@ -40,11 +41,7 @@ def test_sigkill_mid_stream_then_restart(scenario: Scenario) -> None:
     in_flight = len(conn.snapshot_unacked())  # what the broker had sent and never got acked
     job.wait_sent(4000)
     ingest.start()
-    job.finish()
-    published = pub.wait_all_acked(60)
-    settle(scenario.database_url, stream, len(published), 0, timeout=60)
-
-    c = census(scenario.database_url, stream, published)
+    c = finish_and_count(scenario.database_url, job, stream)
     redelivered = sum(d.dup for d in tap.by_client(ingest.client_id)[-1].deliveries)
     report.record(
         "SIGKILL lone ingest, restart",

@@ -10,8 +10,7 @@ from tests.faults import report
 from tests.faults.harness import (
     PublishJob,
     Scenario,
-    census,
-    settle,
+    finish_and_count,
     stored_count,
     wait_for,
 )
@@ -38,10 +37,7 @@ def test_sigterm_flushes_acks_and_exits(scenario: Scenario) -> None:
     first = ingest.final_stats()
     flushed = [int(n) for n in re.findall(r"stopping: flushing (\d+) queued", ingest.log())]
     ingest.start()
-    job.finish()
-    published = pub.wait_all_acked(60)
-    settle(scenario.database_url, stream, len(published), 0, timeout=60)
-    c = census(scenario.database_url, stream, published)
+    c = finish_and_count(scenario.database_url, job, stream)
     code2, _ = ingest.terminate()
     stats = ingest.final_stats()
     report.record(
