@@ -33,7 +33,7 @@ from ingest.collector import Collector, Inbound
 from ingest.devicecache import DeviceCache, KnownDevice
 from ingest.sources import Envelope, IdentityKind, parse
 from storage.errors import is_transient
-from storage.pool import connect
+from storage.pool import backend_identity, connect, terminate_backend
 from storage.readings import WriteBatch, prepare_writer, reading_row, write_batch
 
 log = logging.getLogger("territory.ingest")
@@ -85,6 +85,8 @@ class Pipeline:
         self.stats = Stats()
         self._conn: asyncpg.Connection | None = None  # writes only
         self._lookup_conn: asyncpg.Connection | None = None  # registry reads while a write runs
+        self._conn_backend: tuple[int, datetime] | None = None  # the writer's server session
+        self._abandoned: tuple[int, datetime] | None = None  # one left behind by a timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
         self._waiting = False
@@ -109,8 +111,15 @@ class Pipeline:
             conn = await connect(
                 self.config.database_url, command_timeout=self.config.command_timeout_s
             )
+            if self._abandoned is not None:
+                # A write abandoned on a connection that went silent (timed out, no reset) may
+                # still be open on the server, holding the locks of the rows this retry
+                # writes again, until the server notices: end that session first.
+                await terminate_backend(conn, *self._abandoned)
+                self._abandoned = None
             await prepare_writer(conn)
             self._conn = conn
+            self._conn_backend = await backend_identity(conn)
         return self._conn
 
     async def _lookup_connection(self) -> asyncpg.Connection:
@@ -124,6 +133,8 @@ class Pipeline:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.terminate()
+            # Closing our end does not always end the server's: see _connection.
+            self._abandoned = self._conn_backend
 
     async def _drop_lookup_connection(self) -> None:
         if self._lookup_conn is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import asyncpg
 
@@ -37,3 +38,25 @@ async def open_pool(
         yield pool
     finally:
         await pool.close()
+
+
+async def backend_identity(conn: asyncpg.Connection) -> tuple[int, datetime]:
+    """The server session behind `conn`: its pid and start time (a pid alone can be reused)."""
+    row = await conn.fetchrow(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    )
+    assert row is not None
+    return int(row["pid"]), row["backend_start"]
+
+
+async def terminate_backend(conn: asyncpg.Connection, pid: int, started: datetime) -> bool:
+    """End that server session if it still exists (same pid and start time): its open
+    transaction is rolled back and its locks released. False if it was already gone."""
+    return bool(
+        await conn.fetchval(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid = $1 AND backend_start = $2",
+            pid,
+            started,
+        )
+    )
