@@ -67,6 +67,13 @@ def cmd_ingest(settings: Settings) -> int:
     return 0
 
 
+def cmd_worker(settings: Settings, once: bool) -> int:
+    from worker.service import main
+
+    main(settings, once=once)
+    return 0
+
+
 def cmd_api(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
@@ -145,7 +152,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         children: list[subprocess.Popen[bytes]] = []
 
         def stop_children() -> None:
-            # Source first: simulator, then API, then ingest (which flushes and acks).
+            # Source first: simulator, then API, worker, then ingest (which flushes and acks).
             for child in reversed(children):
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
@@ -156,6 +163,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
         stack.callback(stop_children)
         children.append(subprocess.Popen([*exe, "ingest"], env=env))
+        children.append(subprocess.Popen([*exe, "worker"], env=env))
         children.append(
             subprocess.Popen([*exe, "api", "--host", args.host, "--port", str(port)], env=env)
         )
@@ -181,7 +189,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         )
         try:
             while True:
-                for child in children[:2]:
+                for child in children[:3]:
                     if child.poll() is not None:
                         print(f"a platform process exited with {child.returncode}; stopping")
                         return 1
@@ -201,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="run the MQTT → database ingest service")
     ing.add_argument("--client-id", help="fixed MQTT client id (persistent session)")
     ing.add_argument("--group", help="shared subscription group, for several ingest processes")
+    wrk = sub.add_parser("worker", help="keep derived data and alerts current")
+    wrk.add_argument("--once", action="store_true", help="run every job once, then exit")
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default=None)
     api.add_argument("--port", type=int, default=None)
@@ -234,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_migrate(settings)
     if args.command == "ingest":
         return cmd_ingest(settings)
+    if args.command == "worker":
+        return cmd_worker(settings, args.once)
     if args.command == "api":
         return cmd_api(settings, args.host or settings.api_host, args.port or settings.api_port)
     if args.command == "simulate":

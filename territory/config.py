@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # connection: a connection that went silent (failover, a NAT that forgot it) never errors.
     db_command_timeout_s: float = Field(default=60.0, gt=0)
 
+    # `territory worker`: a job run taking longer is abandoned (rolled back) and tried again.
+    worker_job_timeout_s: float = Field(default=600.0, gt=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_url: str = "http://127.0.0.1:8000"

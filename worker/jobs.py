@@ -1,0 +1,26 @@
+"""What the worker runs: named jobs, each reading its own window of newly stored readings.
+
+A job module (water, waste, parking, alerts …) exposes a `Job`; `worker.registry.all_jobs`
+lists them. A job's `run` is called inside one transaction that already holds the job's lock
+and its window (`storage.changes`), and must only *recompute* derived rows from readings (never
+add to them), so that running it twice over the same window gives the same answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from storage.changes import Window
+from territory.config import Settings
+
+JobFn = Callable[[asyncpg.Connection, Window, Settings], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: JobFn  # returns how many derived rows (or devices) it touched, for the log
+    interval_s: float = 5.0
