@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,12 +24,12 @@ def register(api: TestClient, dev_id: str, kind: str, **attributes: object) -> N
     assert r.status_code == 201, r.text
 
 
-def latest(api: TestClient, dev_id: str) -> dict[str, object] | None:
+def latest(api: TestClient, dev_id: str) -> dict[str, Any] | None:
     body = api.get(f"/devices/{dev_id}/latest").json()
     return body["reading"]  # type: ignore[no-any-return]
 
 
-def rejected(api: TestClient, dev_id: str) -> list[dict[str, object]]:
+def rejected(api: TestClient, dev_id: str) -> list[dict[str, Any]]:
     return api.get("/rejected", params={"device_id": dev_id}).json()["items"]  # type: ignore[no-any-return]
 
 
@@ -139,7 +141,12 @@ class TestPublishToApi:
         publisher.publish(
             f"devices/{dev}/telemetry", json.dumps({"ts": "2026-11-25T23:15:00Z", "index_m3": 10.1})
         )
-        wait_for(lambda: latest(api, dev) and latest(api, dev)["values"]["index_m3"] == 10.1)
+
+        def second_reading_is_latest() -> bool:
+            reading = latest(api, dev)
+            return reading is not None and reading["values"]["index_m3"] == 10.1
+
+        wait_for(second_reading_is_latest)
         n = db_count(settings, "SELECT count(*) FROM water_meter_readings WHERE device_id=$1", dev)
         assert n == 2
 
@@ -163,7 +170,7 @@ class TestPublishToApi:
             publisher.publish(f"devices/{dev}/telemetry", payload)
         found = {}
         for dev in (wm, old, ghost):
-            for item in wait_for(lambda d=dev: rejected(api, d)):
+            for item in wait_for(partial(rejected, api, dev)):
                 found[item["reason"]] = item
         wait_for(lambda: len(rejected(api, wm)) == 3)
         found.update({i["reason"]: i for i in rejected(api, wm)})
