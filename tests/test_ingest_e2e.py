@@ -157,7 +157,14 @@ class TestPublishToApi:
         register(api, wm, "water_meter")
         register(api, old, "water_meter")
         api.delete(f"/devices/{old}")
-        time.sleep(1.2)  # the ingest's registry refresh interval in the suite is 0.5 s
+
+        # The ingest learns of the decommission at its next registry refresh (every 0.5 s in
+        # the suite); until then a message from `old` is still stored. Publish until refused.
+        def old_is_refused() -> bool:
+            publisher.publish(f"devices/{old}/telemetry", b'{"index_m3": 1}')
+            return any(i["reason"] == "inactive_device" for i in rejected(api, old))
+
+        wait_for(old_is_refused, interval=0.2)
         future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         cases = {
             "malformed_json": (wm, b'{"index_m3": 12'),
