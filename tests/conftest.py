@@ -25,7 +25,6 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from territory.config import MqttTarget, Settings
 
 ADMIN_KEY = "test-admin-key-0123456789"
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 
 T = TypeVar("T")
 

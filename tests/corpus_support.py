@@ -1,114 +1,133 @@
-"""Reading the shared device corpus in place, and the expectations each sample is held to.
+"""The device test vectors (`tests/vectors/*.json`) as the tests read them.
 
-Each family's expectations live in `tests/corpus_expect_*.py` as a list `EXPECTATIONS`; the
-unit tests (decoder level) and the end-to-end test (through MQTT, ingest and the API) both use
-them, so a sample is held to the same published values on both paths.
+A vector is one device sample from a public source: its bytes (or its network server's
+message), the values the source published, and what we must make of it: the readings in our
+names and units, or the reason code it must be rejected with. The unit tests (decoder level)
+and the end-to-end test (through MQTT, ingest and the API) hold each sample to the same values.
+How the vectors are made and where they come from: tests/vectors/README.md.
 """
 
 from __future__ import annotations
 
-import base64
-import importlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from devices.decoders import Uplink
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
-
-# What a published `decoded` value is expected to become in our readings: a list of dicts of
-# reading fields in platform names and units (a subset: fields not named are not checked).
-ExpectFn = Callable[[dict[str, Any]], list[dict[str, Any]]]
+VECTORS_DIR = Path(__file__).resolve().parent / "vectors"
+# In this order: the end-to-end test wraps raw payloads by position (see test_corpus_e2e.py).
+FAMILIES = ("fill_level", "parking", "water_meter", "envelopes")
 
 
 @dataclass(frozen=True)
-class Expect:
-    file: str  # relative to the corpus root, e.g. "fill_level/milesight_readme_em310_udl.json"
-    decoder: str  # our decoder's name
-    readings: ExpectFn | None = None  # published decoded → expected readings
-    reject: str | None = None  # or: the reason code the sample must be rejected with
+class Vector:
+    file: str  # its corpus sample, e.g. "fill_level/milesight_readme_em310_udl.json"
+    source: str  # upstream: "owner/repo@commit:path[#Lline]"
+    device: str | None
+    port: int | None  # the fPort the decoder gets
+    payload: bytes | None  # the frame (for wmbusmeters samples: the telegram it decoded)
+    envelope: dict[str, Any] | None  # the network server's (or bridge's) whole message
+    envelope_text: str | None  # that message byte for byte, when the source gives it
+    decoded: Any  # the decoded values as the source published them
+    kind: str = ""  # our device kind, when the vector has an expectation
+    decoder: str = ""  # our decoder ("" when the network server decoded the payload)
+    readings: list[dict[str, Any]] | None = None  # the readings we must produce, or
+    reject: str | None = None  # the reason code it must be rejected with
     attributes: dict[str, Any] = field(default_factory=dict)  # registration attributes
-    port: int | None = None  # fPort when the sample does not carry one
+    age: timedelta = timedelta(0)  # how much older than the uplink a reading without a clock is
     divergence: str = ""  # a deliberate difference from the published values, and why
-    # How much older than the uplink a reading without its own clock is (a value's age field).
-    age: timedelta = timedelta(0)
 
-    def sample(self) -> dict[str, Any]:
-        return load(self.file)
-
-
-def load(rel: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((CORPUS / rel).read_text(encoding="utf-8"))
-    return data
+    @property
+    def expected(self) -> bool:
+        return self.readings is not None or self.reject is not None
 
 
-def payload_bytes(sample: dict[str, Any]) -> bytes:
-    raw = sample.get("raw_payload_hex_or_b64")
-    if raw is None:
-        raise ValueError("sample has no raw payload")
-    enc = str(sample.get("raw_payload_encoding", "")).lower()
-    if enc.startswith("hex"):
-        return bytes.fromhex(raw)
-    return base64.b64decode(raw)
+def _reading(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: datetime.fromisoformat(v) if k == "ts" else v for k, v in raw.items()}
 
 
-def sample_port(sample: dict[str, Any], default: int | None) -> int | None:
-    for key in ("fPort", "f_port", "port"):
-        if isinstance(sample.get(key), int):
-            return int(sample[key])
-    env = sample.get("envelope_json")
-    if isinstance(env, dict):
-        if isinstance(env.get("fPort"), int):
-            return int(env["fPort"])
-        up = env.get("uplink_message")
-        if isinstance(up, dict) and isinstance(up.get("f_port"), int):
-            return int(up["f_port"])
-    return default
+def _vector(raw: dict[str, Any]) -> Vector:
+    expect = raw.get("expect", {})
+    readings = expect.get("readings")
+    payload = raw.get("payload_hex")
+    return Vector(
+        file=raw["file"],
+        source=raw["source"],
+        device=raw.get("device"),
+        port=raw.get("port"),
+        payload=bytes.fromhex(payload) if payload is not None else None,
+        envelope=raw.get("envelope"),
+        envelope_text=raw.get("envelope_text"),
+        decoded=raw.get("decoded"),
+        kind=raw.get("kind", ""),
+        decoder=raw.get("decoder", ""),
+        readings=[_reading(r) for r in readings] if readings is not None else None,
+        reject=expect.get("reject"),
+        attributes=raw.get("attributes", {}),
+        age=timedelta(seconds=raw.get("age_s", 0)),
+        divergence=raw.get("divergence", ""),
+    )
 
 
-def published(sample: dict[str, Any]) -> dict[str, Any]:
+@cache
+def all_vectors() -> tuple[Vector, ...]:
+    out: list[Vector] = []
+    for family in FAMILIES:
+        text = (VECTORS_DIR / f"{family}.json").read_text(encoding="utf-8")
+        out.extend(_vector(raw) for raw in json.loads(text)["vectors"])
+    return tuple(out)
+
+
+def family(name: str) -> list[Vector]:
+    """The vectors made from one corpus directory (fill_level, parking, water_meter, envelopes)."""
+    return [v for v in all_vectors() if v.file.split("/")[0] == name]
+
+
+def all_expectations() -> list[Vector]:
+    """Every vector held to readings or a rejection, in a stable order."""
+    return [v for v in all_vectors() if v.expected]
+
+
+def load(rel: str) -> Vector:
+    """The vector made from the corpus sample `rel`."""
+    for v in all_vectors():
+        if v.file == rel:
+            return v
+    raise KeyError(rel)
+
+
+def payload_bytes(v: Vector) -> bytes:
+    if v.payload is None:
+        raise ValueError(f"{v.file} has no raw payload")
+    return v.payload
+
+
+def published(v: Vector) -> dict[str, Any]:
     """The published decoded values, without the codec wrapper `{"data": ...}`."""
-    dec = sample.get("decoded") or {}
+    dec = v.decoded or {}
     if set(dec) == {"data"} and isinstance(dec["data"], dict):
         return dict(dec["data"])
     return dict(dec)
 
 
-def all_expectations() -> list[Expect]:
-    out: list[Expect] = []
-    for path in sorted(Path(__file__).parent.glob("corpus_expect_*.py")):
-        module = importlib.import_module(f"tests.{path.stem}")
-        out.extend(module.EXPECTATIONS)
-    return out
-
-
-def uplink_for(exp: Expect, time: datetime) -> Uplink:
-    """What the ingest hands the decoder for this sample: the bytes and port of its envelope
-    (samples that come with their network server's message) or of the codec test vector, or,
-    for wmbusmeters, the JSON it published."""
-    sample = exp.sample()
-    if exp.decoder == "wmbusmeters":
-        meter = published(sample)
+def uplink_for(v: Vector, time: datetime) -> Uplink:
+    """What the ingest hands the decoder for this sample: its bytes and fPort (the build
+    checked they are those inside its network server's message, when it has one), or, for
+    wmbusmeters, the JSON it published."""
+    if v.decoder == "wmbusmeters":
+        meter = published(v)
         return Uplink(data=json.dumps(meter).encode(), port=None, time=time, decoded=meter)
-    env = sample.get("envelope_json")
-    if isinstance(env, dict) and "uplink_message" in env:  # The Things Stack v3
-        up = env["uplink_message"]
-        data, port = base64.b64decode(up["frm_payload"]), up.get("f_port", exp.port)
-    elif isinstance(env, dict) and "data" in env:  # ChirpStack v4
-        data, port = base64.b64decode(env["data"]), env.get("fPort", exp.port)
-    else:
-        data, port = payload_bytes(sample), sample_port(sample, exp.port)
-    return Uplink(data=data, port=port, time=time, attributes=exp.attributes)
+    return Uplink(data=payload_bytes(v), port=v.port, time=time, attributes=v.attributes)
 
 
 def assert_reading_matches(reading: Any, want: dict[str, Any]) -> None:
     """Each expected field equals the reading's (floats approximately, alarms as sets)."""
-    import pytest
-
     names = {f.name for f in fields(reading)}
     for key, value in want.items():
         assert key in names, f"{type(reading).__name__} has no field {key!r}"

@@ -81,7 +81,11 @@ def test_register_get_update_decommission(api: TestClient, uid: str) -> None:
 
 
 def test_duplicate_registration_is_409(api: TestClient, uid: str) -> None:
-    body = {"id": f"pk-{uid}", "kind": "parking_sensor", "attributes": {"zone": "gare"}}
+    body: dict[str, object] = {
+        "id": f"pk-{uid}",
+        "kind": "parking_sensor",
+        "attributes": {"zone": "gare"},
+    }
     register(api, body)
     r = api.post("/devices", json=body)
     assert r.status_code == 409

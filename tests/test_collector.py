@@ -4,10 +4,12 @@ redelivery, refusal. (The whole ingest under faults: tests/faults.)"""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import pytest
 
@@ -59,6 +61,32 @@ def connected(c: AnyCollector) -> bool:
     return bool(c.connected.is_set() if isinstance(c, PahoCollector) else c.connected)
 
 
+async def subscribed(c: AnyCollector, pub: Publisher, prefix: str, within: float = 10.0) -> None:
+    """Return once the broker delivers to `c`: a probe on one of its topics came through.
+
+    A message published before the broker has the subscription is lost, so probes go out
+    until one arrives. Per topic the broker keeps publish order, so when the newest probe is
+    in, every probe that will ever arrive is: all are acknowledged and taken off the queue,
+    and the test sees only its own messages."""
+
+    def arrived(probe: bytes) -> bool:
+        return any(m.payload == probe for m in c.queue)
+
+    deadline = time.monotonic() + within
+    for n in itertools.count(1):
+        probe = f"probe-{n}".encode()
+        await asyncio.to_thread(pub.publish, f"{prefix}/probe/telemetry", probe)
+        try:
+            await until(partial(arrived, probe), 0.5, "probe")
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no subscription within {within}s") from None
+    probes = [c.queue.popleft() for _ in range(len(c.queue))]
+    assert all(m.payload.startswith(b"probe-") for m in probes), probes
+    c.ack(probes)
+
+
 @pytest.mark.parametrize("client", ["builtin", "paho"])
 def test_acknowledged_messages_stay_acknowledged_the_rest_come_back(
     settings: Settings, client: str
@@ -77,7 +105,7 @@ def test_acknowledged_messages_stay_acknowledged_the_rest_come_back(
 
     async def receive_and_ack_two(c: AnyCollector) -> None:
         await until(lambda: connected(c), what="connected")
-        await asyncio.sleep(0.3)  # SUBSCRIBE answered
+        await subscribed(c, pub, prefix)
         for i in range(5):
             await asyncio.to_thread(pub.publish, f"{prefix}/dev-{i}/telemetry", f"m{i}")
         await until(lambda: len(c.queue) == 5, what="five messages")
@@ -87,10 +115,22 @@ def test_acknowledged_messages_stay_acknowledged_the_rest_come_back(
     again: list[Inbound] = []
 
     async def receive_again(c: AnyCollector) -> None:
-        await until(lambda: len(c.queue) >= 3, what="three redelivered")
-        await asyncio.sleep(0.5)  # and no more
-        again.extend(c.queue)
-        c.ack(again)
+        # The acknowledged m0 and m1 must not come back. The broker keeps each topic's
+        # messages in order, redeliveries included, so once a newer message on each of their
+        # topics has arrived, they would have arrived before it.
+        await until(lambda: connected(c), what="connected")
+        for i in (0, 1):
+            await asyncio.to_thread(pub.publish, f"{prefix}/dev-{i}/telemetry", f"later{i}")
+
+        def everything_in() -> bool:
+            payloads = [m.payload for m in c.queue]
+            later = [p for p in payloads if p.startswith(b"later")]
+            return len(later) == 2 and len(payloads) - len(later) >= 3
+
+        await until(everything_in, what="three redelivered and the two later messages")
+        received = list(c.queue)
+        c.ack(received)
+        again.extend(m for m in received if not m.payload.startswith(b"later"))
 
     async def main() -> None:
         await session(make, receive_and_ack_two)
@@ -115,7 +155,7 @@ def test_acks_from_an_earlier_connection_are_not_sent_on_a_later_one(settings: S
     async def body(c: AnyCollector) -> None:
         assert isinstance(c, MqttCollector)
         await until(lambda: c.connected, what="connected")
-        await asyncio.sleep(0.3)
+        await subscribed(c, pub, prefix)
         await asyncio.to_thread(pub.publish, f"{prefix}/dev-1/telemetry", "before")
         await until(lambda: len(c.queue) == 1, what="one message")
         old = c.queue.popleft()

@@ -1,4 +1,4 @@
-"""Every corpus sample through the real path: its envelope published on Mosquitto, decoded by a
+"""Every device test vector through the real path: its envelope published on Mosquitto, decoded by a
 running `territory ingest`, read back through the API, and held to its published values.
 
 Samples are registered in one bulk call and published together (a module fixture); each sample
@@ -20,40 +20,21 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from devices.decoders import DECODERS
 from tests.conftest import Publisher
-from tests.corpus_support import (
-    Expect,
-    all_expectations,
-    payload_bytes,
-    published,
-    sample_port,
-)
+from tests.corpus_support import Vector, all_expectations, payload_bytes
 
 pytestmark = pytest.mark.integration
 
 EXPECTATIONS = all_expectations()
 BASE_TIME = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
-KIND_BY_DIR = {
-    "fill_level": "waste_column",
-    "parking": "parking_sensor",
-    "water_meter": "water_meter",
-    "envelopes": "water_meter",
-}
 
 
 @dataclass
 class Published:
-    expect: Expect
+    expect: Vector
     device_id: str
     topic: str
     time: datetime | None  # the uplink time we chose (wrapped samples only)
-
-
-def _kind(exp: Expect) -> str:
-    if exp.decoder:
-        return DECODERS[exp.decoder].info.kind.value
-    return KIND_BY_DIR[exp.file.split("/")[0]]
 
 
 def _chirpstack(eui: str, data: bytes, port: int | None, ts: datetime, fcnt: int) -> bytes:
@@ -94,26 +75,25 @@ def _tts(eui: str, data: bytes, port: int | None, ts: datetime, fcnt: int) -> by
     ).encode()
 
 
-def _prepare(exp: Expect, index: int, suffix: str) -> tuple[dict[str, Any], Published, bytes]:
-    sample = exp.sample()
+def _prepare(exp: Vector, index: int, suffix: str) -> tuple[dict[str, Any], Published, bytes]:
     device_id = f"corpus-{index:03d}-{suffix}"
     body: dict[str, Any] = {
         "id": device_id,
-        "kind": _kind(exp),
+        "kind": exp.kind,
         "label": exp.file,
         "attributes": exp.attributes,
     }
     if exp.decoder:
         body["decoder"] = exp.decoder
     if exp.decoder == "wmbusmeters":
-        meter = dict(sample["decoded"])
+        meter = dict(exp.decoded)
         meter["id"] = f"{index:03d}{suffix[:5]}"
         body["wmbus_id"] = meter["id"]
         topic = f"wmbusmeters/{meter.get('name', 'meter')}"
         return body, Published(exp, device_id, topic, None), json.dumps(meter).encode()
     eui = f"{index:04x}{suffix[:12]}".ljust(16, "0")[:16]
-    env = sample.get("envelope_json")
-    if isinstance(env, dict):
+    env = exp.envelope
+    if env is not None:
         msg = copy.deepcopy(env)
         if "deviceInfo" in msg:
             msg["deviceInfo"]["devEui"] = eui
@@ -131,8 +111,8 @@ def _prepare(exp: Expect, index: int, suffix: str) -> tuple[dict[str, Any], Publ
         return body, Published(exp, device_id, topic, None), json.dumps(msg).encode()
     body["dev_eui"] = eui
     ts = BASE_TIME + timedelta(minutes=index)
-    port = sample_port(sample, exp.port)
-    data = payload_bytes(sample)
+    port = exp.port
+    data = payload_bytes(exp)
     if index % 2 == 0:
         topic = f"application/app/device/{eui}/event/up"
         payload = _chirpstack(eui, data, port, ts, index)
@@ -178,7 +158,7 @@ def _matches(expected: Any, actual: Any) -> bool:
 
 @pytest.mark.parametrize("exp", EXPECTATIONS, ids=[e.file for e in EXPECTATIONS])
 def test_corpus_sample_through_ingest(
-    exp: Expect, corpus_run: dict[str, Published], api: TestClient
+    exp: Vector, corpus_run: dict[str, Published], api: TestClient
 ) -> None:
     p = corpus_run[exp.file]
     items, rejected = _settled(api, p)
@@ -188,7 +168,7 @@ def test_corpus_sample_through_ingest(
         return
     assert rejected == [], rejected
     assert exp.readings is not None
-    expected = exp.readings(published(exp.sample()))
+    expected = exp.readings
     assert len(items) == len(expected), items
     if any("ts" in e for e in expected):
         expected = sorted(expected, key=lambda e: e["ts"])

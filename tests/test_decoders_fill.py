@@ -15,8 +15,7 @@ from devices.decoders.ranges import check_ranges
 from devices.kinds import DeviceKind
 from devices.readings import Reading, WasteColumnReading
 from devices.rejections import Rejection
-from tests.corpus_expect_fill import EXPECTATIONS
-from tests.corpus_support import CORPUS
+from tests.corpus_support import family
 
 NOW = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 
@@ -66,10 +65,11 @@ def _reason(name: str, frame: str, port: int | None = None, **attrs: Any) -> str
 
 
 def test_every_fill_level_sample_has_exactly_one_expectation() -> None:
-    files = sorted(f"fill_level/{p.name}" for p in (CORPUS / "fill_level").glob("*.json"))
-    listed = [e.file for e in EXPECTATIONS]
-    assert sorted(listed) == files
-    assert all(e.decoder in DECODERS for e in EXPECTATIONS)
+    samples = family("fill_level")
+    listed = [v.file for v in samples]
+    assert len(set(listed)) == len(listed)
+    assert all(v.expected for v in samples)
+    assert all(v.decoder in DECODERS for v in samples)
 
 
 # --- decoder catalogue --------------------------------------------------------------------

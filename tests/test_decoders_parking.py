@@ -14,8 +14,7 @@ from devices.decoders.ranges import check_ranges
 from devices.kinds import DeviceKind
 from devices.readings import ParkingReading, Reading
 from devices.rejections import Rejection, RejectReason
-from tests.corpus_expect_parking import EXPECTATIONS
-from tests.corpus_support import CORPUS, load, payload_bytes, published
+from tests.corpus_support import family, load, payload_bytes, published
 
 T0 = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 PARKING_DECODERS = (
@@ -53,10 +52,11 @@ def reason(name: str, data: bytes, port: int | None) -> RejectReason:
 
 
 def test_every_parking_sample_is_expected_once() -> None:
-    files = sorted(str(p.relative_to(CORPUS)) for p in (CORPUS / "parking").glob("*.json"))
-    listed = [e.file for e in EXPECTATIONS]
+    samples = family("parking")
+    listed = [v.file for v in samples]
     assert len(listed) == len(set(listed))
-    assert sorted(listed) == sorted(set(files) - NOT_BYTE_SAMPLES)
+    assert all(v.expected for v in samples)
+    assert {v.file for v in samples if not v.decoder} == NOT_BYTE_SAMPLES
 
 
 def test_do202_sample_decodes_as_published_before_the_range_check() -> None:
@@ -202,4 +202,4 @@ def test_decoder_info(name: str) -> None:
 
 
 def test_expectations_name_known_parking_decoders() -> None:
-    assert {e.decoder for e in EXPECTATIONS} == set(PARKING_DECODERS)
+    assert {v.decoder for v in family("parking") if v.decoder} == set(PARKING_DECODERS)

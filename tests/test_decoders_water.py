@@ -16,8 +16,7 @@ from devices.decoders.ranges import check_ranges
 from devices.kinds import DeviceKind
 from devices.readings import Reading, WaterMeterReading
 from devices.rejections import Rejection, RejectReason
-from tests.corpus_expect_water import EXPECTATIONS
-from tests.corpus_support import CORPUS, load
+from tests.corpus_support import family, load
 
 NOW = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 
@@ -96,11 +95,11 @@ def _meter_reason(obj: dict[str, Any] | None, data: bytes = b"") -> str:
 
 
 def test_every_water_sample_has_exactly_one_expectation() -> None:
-    files = sorted(f"water_meter/{p.name}" for p in (CORPUS / "water_meter").glob("*.json"))
-    listed = [e.file for e in EXPECTATIONS]
-    assert sorted(listed) == sorted([*files, WMBUS_README])
+    samples = [*family("water_meter"), load(WMBUS_README)]
+    listed = [v.file for v in samples]
     assert len(set(listed)) == len(listed)
-    assert all(e.decoder in DECODERS for e in EXPECTATIONS)
+    assert all(v.expected for v in samples)
+    assert all(v.decoder in DECODERS for v in samples)
 
 
 # --- decoder catalogue --------------------------------------------------------------------
@@ -419,7 +418,7 @@ def test_wmbus_kamstrup_no_temperature_marker_only_for_kamstrup() -> None:
 
 def test_wmbus_without_total_is_undecodable() -> None:
     # mkradio4a publishes only the billing-date index: not the current index.
-    mk = load("water_meter/wmbus_apator_162.json")["decoded"] | {"total_m3": None}
+    mk = load("water_meter/wmbus_apator_162.json").decoded | {"total_m3": None}
     assert _meter_reason(mk) == "undecodable_payload"
     assert _meter_reason({"meter": "mkradio4a", "target_m3": 16.1}) == "undecodable_payload"
     assert _meter_reason({"meter": "x", "total_m3": "3.2"}) == "undecodable_payload"

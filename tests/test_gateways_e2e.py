@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from functools import partial
 from typing import Any
 
 import pytest
@@ -235,7 +236,7 @@ class TestGateways:
             publisher.publish(topic, payload)
         publisher.publish(cs_topic(stranger), chirpstack(stranger, EM310_TILT))
         for reason, dev, topic, payload in cases:
-            items = wait_for(lambda d=dev: rejected(api, device_id=d))
+            items = wait_for(partial(rejected, api, device_id=dev))
             assert [i["reason"] for i in items] == [reason], items
             assert items[0]["topic"] == topic
             assert base64.b64decode(items[0]["payload_base64"]) == payload  # raw envelope kept

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,12 +24,12 @@ def register(api: TestClient, dev_id: str, kind: str, **attributes: object) -> N
     assert r.status_code == 201, r.text
 
 
-def latest(api: TestClient, dev_id: str) -> dict[str, object] | None:
+def latest(api: TestClient, dev_id: str) -> dict[str, Any] | None:
     body = api.get(f"/devices/{dev_id}/latest").json()
     return body["reading"]  # type: ignore[no-any-return]
 
 
-def rejected(api: TestClient, dev_id: str) -> list[dict[str, object]]:
+def rejected(api: TestClient, dev_id: str) -> list[dict[str, Any]]:
     return api.get("/rejected", params={"device_id": dev_id}).json()["items"]  # type: ignore[no-any-return]
 
 
@@ -139,7 +141,12 @@ class TestPublishToApi:
         publisher.publish(
             f"devices/{dev}/telemetry", json.dumps({"ts": "2026-11-25T23:15:00Z", "index_m3": 10.1})
         )
-        wait_for(lambda: latest(api, dev) and latest(api, dev)["values"]["index_m3"] == 10.1)
+
+        def second_reading_is_latest() -> bool:
+            reading = latest(api, dev)
+            return reading is not None and reading["values"]["index_m3"] == 10.1
+
+        wait_for(second_reading_is_latest)
         n = db_count(settings, "SELECT count(*) FROM water_meter_readings WHERE device_id=$1", dev)
         assert n == 2
 
@@ -150,7 +157,14 @@ class TestPublishToApi:
         register(api, wm, "water_meter")
         register(api, old, "water_meter")
         api.delete(f"/devices/{old}")
-        time.sleep(1.2)  # the ingest's registry refresh interval in the suite is 0.5 s
+
+        # The ingest learns of the decommission at its next registry refresh (every 0.5 s in
+        # the suite); until then a message from `old` is still stored. Publish until refused.
+        def old_is_refused() -> bool:
+            publisher.publish(f"devices/{old}/telemetry", b'{"index_m3": 1}')
+            return any(i["reason"] == "inactive_device" for i in rejected(api, old))
+
+        wait_for(old_is_refused, interval=0.2)
         future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         cases = {
             "malformed_json": (wm, b'{"index_m3": 12'),
@@ -163,7 +177,7 @@ class TestPublishToApi:
             publisher.publish(f"devices/{dev}/telemetry", payload)
         found = {}
         for dev in (wm, old, ghost):
-            for item in wait_for(lambda d=dev: rejected(api, d)):
+            for item in wait_for(partial(rejected, api, dev)):
                 found[item["reason"]] = item
         wait_for(lambda: len(rejected(api, wm)) == 3)
         found.update({i["reason"]: i for i in rejected(api, wm)})

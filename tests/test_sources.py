@@ -23,7 +23,7 @@ TTS_TOPIC = "v3/app1@ttn/devices/dev1/up"
 
 
 def raw(rel: str) -> bytes:
-    return str(load(rel)["json_verbatim_text"]).encode()
+    return str(load(rel).envelope_text).encode()
 
 
 def test_chirpstack_official_example() -> None:
@@ -97,14 +97,14 @@ def test_tts_examples(rel: str, eui: str, port: int, fcnt: int, data: bytes) -> 
 
 def test_tts_data_formats_example_with_decoded_payload() -> None:
     sample = load("envelopes/tts_v3_uplink_official_data_formats.json")
-    env = parse_tts(TTS_TOPIC, json.dumps(sample["json"]).encode())
-    assert env.decoded == sample["decoded"]
+    env = parse_tts(TTS_TOPIC, json.dumps(sample.envelope).encode())
+    assert env.decoded == sample.decoded
     assert env.time is not None
 
 
 def test_tts_field_masked_message_falls_back_to_device_id() -> None:
     sample = load("parking/tts_storage_api_parking_decoded.json")
-    env = parse_tts(TTS_TOPIC, json.dumps(sample["envelope_json"]).encode())
+    env = parse_tts(TTS_TOPIC, json.dumps(sample.envelope).encode())
     assert (env.identity, env.key) == (IdentityKind.DEVICE_ID, "dev1")
     assert env.decoded == {"occupied": True, "type": "parking status"}
     assert env.data == b""
@@ -112,7 +112,7 @@ def test_tts_field_masked_message_falls_back_to_device_id() -> None:
 
 def test_wmbusmeters_readme_json() -> None:
     sample = load("envelopes/wmbusmeters_mqtt_publish_readme.json")
-    env = parse_wmbusmeters("wmbusmeters/MyTapWater", str(sample["json_verbatim_text"]).encode())
+    env = parse_wmbusmeters("wmbusmeters/MyTapWater", str(sample.envelope_text).encode())
     assert (env.identity, env.key) == (IdentityKind.WMBUS_ID, "12345678")
     assert env.decoded is not None and env.decoded["total_m3"] == 6.388
 

@@ -3,7 +3,7 @@ ours is bound, so the ingest maps the decoded fields (devices/lns_objects.py).""
 
 from __future__ import annotations
 
-from tests.corpus_support import Expect
+from tests.vectors.expect import Expect
 
 EXPECTATIONS: list[Expect] = [
     Expect(

@@ -1,4 +1,4 @@
-"""What each parking corpus sample must decode to (see tests/corpus_support.py).
+"""What each parking corpus sample must decode to (see tests/vectors/README.md).
 
 `parking/tts_storage_api_parking_decoded.json` is not listed: it carries only a network-server
 decoded payload (no bytes), which none of these byte decoders can take; the mapping of
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.corpus_support import Expect
+from tests.vectors.expect import Expect
 
 _AKENZA_DERIVED = (
     "akenza also publishes occupancyStatus FREE/OCCUPIED/WARM, occupiedOrWarm and minute counters "

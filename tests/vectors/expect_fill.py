@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from devices.native import fill_from_distance
-from tests.corpus_support import Expect, ExpectFn
+from tests.vectors.expect import Expect, ExpectFn
 
 COLUMN_DEPTH_MM = 3000  # a 3 m underground column
 SMALL_BIN_DEPTH_MM = 1000

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.corpus_support import Expect, load
+from tests.vectors.expect import Expect
 
 # Kamstrup codec items (Type, Value) → our alarm.
 _KAMSTRUP_ALARMS = {
@@ -207,11 +207,7 @@ EXPECTATIONS: list[Expect] = [
         decoder="gwf-rcm-lrw10",
         readings=_gwf,
         # The value's published age (actualityDuration, minutes) dates the reading.
-        age=timedelta(
-            minutes=load("water_meter/akenza_gwf_rcm_lrw10.json")["decoded"]["default"][
-                "actualityDuration"
-            ]
-        ),
+        age=lambda d: timedelta(minutes=d["default"]["actualityDuration"]),
         divergence=(
             "relativeVolume is derived by akenza from the previous message: not computed; "
             "reading dated uplink time - actualityDuration (456 min); flag bits numbered "
