@@ -49,6 +49,16 @@ def cmd_migrate(settings: Settings) -> int:
         conn = await connect(settings.database_url)
         try:
             report = await migrate(conn)
+            if settings.grafana_db_password:
+                from storage.roles import ensure_reader_login
+
+                created = await ensure_reader_login(
+                    conn, settings.grafana_db_user, settings.grafana_db_password
+                )
+                print(
+                    f"read-only login {settings.grafana_db_user!r} "
+                    f"{'created' if created else 'updated'}"
+                )
         finally:
             await conn.close()
         applied = ", ".join(report.applied) or "nothing new"
@@ -221,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     from territory.admin_cli import add_arguments as add_admin_arguments
 
     add_admin_arguments(sub)
+    from dashboards.cli import add_arguments as add_grafana_arguments
+
+    add_grafana_arguments(sub)
     run = sub.add_parser("run", help="run everything (embedded services when none configured)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
@@ -250,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_api(settings, args.host or settings.api_host, args.port or settings.api_port)
     if args.command == "simulate":
         return cmd_simulate(settings, args)
+    if args.command == "grafana":
+        from dashboards.cli import run as run_grafana
+
+        return run_grafana(args, settings)
     if args.command in ("devices", "decoders"):
         from territory.admin_cli import run as run_admin
 

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     # `territory worker`: a job run taking longer is abandoned (rolled back) and tried again.
     worker_job_timeout_s: float = Field(default=600.0, gt=0)
 
+    # The SELECT-only login Grafana's datasource uses; `territory migrate` creates or updates it
+    # when the password is set (migration 012, storage/roles.py).
+    grafana_db_user: str = Field(default="territory_grafana", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    grafana_db_password: str = ""
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_url: str = "http://127.0.0.1:8000"

@@ -1,0 +1,20 @@
+"""Every dashboard the platform ships, by uid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboards import platform
+from dashboards.common import to_dict
+
+FOLDER_UID = "territory"
+FOLDER_TITLE = "Territory"
+
+
+def all_dashboards() -> dict[str, dict[str, Any]]:
+    boards = [platform.build()]
+    out = {}
+    for b in boards:
+        d = to_dict(b)
+        out[d["uid"]] = d
+    return out

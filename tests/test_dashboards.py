@@ -1,0 +1,222 @@
+"""Every dashboard panel's and variable's SQL, expanded the way Grafana's PostgreSQL datasource
+expands it, run on real PostgreSQL through the SELECT-only login, over seeded data, for several
+time ranges, intervals and variable selections; and every dashboard against the dashboard JSON
+schema of the foundation SDK (kept in ../shared/grafana)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from dashboards.registry import all_dashboards
+from storage.migrate import timescaledb_installed
+from storage.pool import connect
+from storage.roles import ensure_reader_login
+from territory.config import Settings
+from tests.grafana_emulation import Selection, grafana_sql
+
+pytestmark = pytest.mark.integration
+
+SHARED_GRAFANA = Path(__file__).resolve().parents[2] / "shared" / "grafana"
+NOW = datetime.now(UTC).replace(microsecond=0)
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+INTERVALS = [timedelta(minutes=1), timedelta(minutes=5), timedelta(hours=1)]
+QUOTED = "quote'reason"
+
+
+@dataclass(frozen=True)
+class Target:
+    dashboard: str
+    title: str
+    sql: str
+    time_series: bool
+    variable: bool = False
+
+
+def _targets() -> list[Target]:
+    out = []
+    for uid, board in all_dashboards().items():
+        for panel in board.get("panels", []):
+            for t in panel.get("targets", []):
+                out.append(
+                    Target(uid, panel["title"], t["rawSql"], t.get("format") == "time_series")
+                )
+        for var in board["templating"].get("list", []):
+            if var.get("type") == "query":
+                out.append(Target(uid, f"variable ${var['name']}", var["query"], False, True))
+    return out
+
+
+def _variables(uid: str) -> list[dict[str, Any]]:
+    return [v for v in all_dashboards()[uid]["templating"]["list"] if v.get("type") == "query"]
+
+
+@pytest.fixture(scope="module")
+def reader_url(settings: Settings) -> str:
+    """Seed a few hours and days of readings and rejections, and a SELECT-only login."""
+
+    async def seed() -> None:
+        conn = await connect(settings.database_url)
+        try:
+            await ensure_reader_login(conn, "territory_grafana_test", "reader-password")
+            await conn.execute(
+                "INSERT INTO devices (id, kind) VALUES ('dash-wm-1', 'water_meter') "
+                "ON CONFLICT DO NOTHING"
+            )
+            rows = []
+            for i in range(0, 3 * 24 * 60, 7):  # every 7 minutes over three days
+                t = NOW - timedelta(minutes=i)
+                rows.append(("dash-wm-1", t, t - timedelta(seconds=2), float(i), t))
+            await conn.executemany(
+                "INSERT INTO water_meter_readings (device_id, ts, received_at, index_m3, "
+                "stored_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                rows,
+            )
+            await conn.executemany(
+                "INSERT INTO waste_column_readings (device_id, ts, received_at, fill_pct, "
+                "stored_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                [(d, t, r, 50.0, s) for d, t, r, _x, s in rows[::3]],
+            )
+            await conn.executemany(
+                "INSERT INTO parking_sensor_readings (device_id, ts, received_at, occupied, "
+                "stored_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                [(d, t, r, True, s) for d, t, r, _x, s in rows[::5]],
+            )
+            for i, reason in itertools.product(
+                range(0, 3 * 24 * 60, 20), ("schema_violation", "unknown_device", QUOTED)
+            ):
+                await conn.execute(
+                    "INSERT INTO rejected_messages (received_at, topic, device_id, reason, "
+                    "detail, payload) VALUES ($1, 'devices/x/telemetry', 'dash-x', $2, 'seed', "
+                    "'\\x00'::bytea)",
+                    NOW - timedelta(minutes=i),
+                    reason,
+                )
+        finally:
+            await conn.close()
+
+    asyncio.run(seed())
+    parts = urlsplit(settings.database_url)
+    netloc = f"territory_grafana_test:reader-password@{parts.hostname}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+def _selections(uid: str, conn_rows: dict[str, list[str]], mode: str) -> dict[str, Selection]:
+    out = {}
+    for var in _variables(uid):
+        values = conn_rows[var["name"]]
+        multi = bool(var.get("multi") or var.get("includeAll"))
+        chosen = {
+            "single": values[:1],
+            "multi": values[:2],
+            "all": values,
+            "quote": [QUOTED] if QUOTED in values else values[:1],
+        }[mode]
+        out[var["name"]] = Selection(chosen, multi)
+    return out
+
+
+async def _run_all(url: str, timescaledb: bool) -> Iterator[str]:
+    conn: asyncpg.Connection = await asyncpg.connect(url)
+    checked: list[str] = []
+    try:
+        assert not await conn.fetchval("SELECT has_table_privilege('devices', 'INSERT')")
+        for target in _targets():
+            for rname, span in RANGES.items():
+                start, end = NOW - span, NOW + timedelta(minutes=1)
+                var_values: dict[str, list[str]] = {}
+                for var in _variables(target.dashboard):
+                    sql = grafana_sql(
+                        var["query"],
+                        start=start,
+                        end=end,
+                        interval=INTERVALS[0],
+                        selections={},
+                        timescaledb=timescaledb,
+                    )
+                    var_values[var["name"]] = [str(r[0]) for r in await conn.fetch(sql)]
+                    assert var_values[var["name"]], f"variable {var['name']} empty over {rname}"
+                for interval, mode in itertools.product(
+                    INTERVALS, ("single", "multi", "all", "quote")
+                ):
+                    sql = grafana_sql(
+                        target.sql,
+                        start=start,
+                        end=end,
+                        interval=interval,
+                        selections=_selections(target.dashboard, var_values, mode),
+                        timescaledb=timescaledb,
+                    )
+                    where = f"{target.dashboard} / {target.title} / {rname} / {interval} / {mode}"
+                    try:
+                        rows = await conn.fetch(sql)
+                    except asyncpg.PostgresError as exc:
+                        raise AssertionError(f"{where}: {exc}\n{sql}") from exc
+                    assert rows, f"{where}: no rows\n{sql}"
+                    if target.time_series:
+                        assert "time" in rows[0], f"{where}: no time column"
+                        times = [r["time"] for r in rows]
+                        assert times == sorted(times), f"{where}: time column not sorted"
+                    checked.append(where)
+    finally:
+        await conn.close()
+    return iter(checked)
+
+
+def test_every_panel_query_runs_and_returns_rows_on_plain_postgresql(reader_url: str) -> None:
+    checked = list(asyncio.run(_run_all(reader_url, timescaledb=False)))
+    assert len(checked) >= len(_targets()) * len(RANGES) * len(INTERVALS) * 4
+    print(f"{len(checked)} expanded queries checked")
+
+
+def test_every_panel_query_runs_with_timescaledb_macros(
+    settings: Settings, reader_url: str
+) -> None:
+    async def has_it() -> bool:
+        conn = await connect(settings.database_url)
+        try:
+            return await timescaledb_installed(conn)
+        finally:
+            await conn.close()
+
+    if not asyncio.run(has_it()):
+        pytest.skip(
+            "TimescaleDB is not installed in this PostgreSQL: time_bucket() cannot run "
+            "here (the plain-PostgreSQL expansion is checked by the test above)"
+        )
+    list(asyncio.run(_run_all(reader_url, timescaledb=True)))
+
+
+def test_dashboards_validate_against_the_foundation_sdk_schema() -> None:
+    if not (SHARED_GRAFANA / "dashboard.jsonschema.json").exists():
+        pytest.skip(f"the dashboard JSON schema is not beside the checkout ({SHARED_GRAFANA})")
+    from jsonschema import Draft7Validator
+    from referencing import Registry, Resource
+
+    schema = json.loads((SHARED_GRAFANA / "dashboard.jsonschema.json").read_text())
+    common = json.loads((SHARED_GRAFANA / "common.jsonschema.json").read_text())
+    registry = Registry().with_resource("common.jsonschema.json", Resource.from_contents(common))
+    validator = Draft7Validator(schema, registry=registry)
+    for uid, board in all_dashboards().items():
+        errors = [
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(board)
+        ]
+        assert not errors, f"{uid}: {errors[:5]}"
+
+
+def test_panel_ids_and_uids_are_stable() -> None:
+    first, second = all_dashboards(), all_dashboards()
+    assert first == second
+    for uid, board in first.items():
+        assert board["uid"] == uid and len(uid) <= 40
