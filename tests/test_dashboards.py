@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,10 +23,10 @@ from storage.pool import connect
 from storage.roles import ensure_reader_login
 from territory.config import Settings
 from tests.grafana_emulation import Selection, grafana_sql
+from tests.shared_assets import shared_dir
 
 pytestmark = pytest.mark.integration
 
-SHARED_GRAFANA = Path(__file__).resolve().parents[2] / "shared" / "grafana"
 NOW = datetime.now(UTC).replace(microsecond=0)
 RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 INTERVALS = [timedelta(minutes=1), timedelta(minutes=5), timedelta(hours=1)]
@@ -198,13 +197,12 @@ def test_every_panel_query_runs_with_timescaledb_macros(
 
 
 def test_dashboards_validate_against_the_foundation_sdk_schema() -> None:
-    if not (SHARED_GRAFANA / "dashboard.jsonschema.json").exists():
-        pytest.skip(f"the dashboard JSON schema is not beside the checkout ({SHARED_GRAFANA})")
+    grafana = shared_dir("grafana")
     from jsonschema import Draft7Validator
     from referencing import Registry, Resource
 
-    schema = json.loads((SHARED_GRAFANA / "dashboard.jsonschema.json").read_text())
-    common = json.loads((SHARED_GRAFANA / "common.jsonschema.json").read_text())
+    schema = json.loads((grafana / "dashboard.jsonschema.json").read_text())
+    common = json.loads((grafana / "common.jsonschema.json").read_text())
     registry = Registry().with_resource("common.jsonschema.json", Resource.from_contents(common))
     validator = Draft7Validator(schema, registry=registry)
     for uid, board in all_dashboards().items():
