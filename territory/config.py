@@ -77,6 +77,10 @@ class Settings(BaseSettings):
 
     # `territory worker`: a job run taking longer is abandoned (rolled back) and tried again.
     worker_job_timeout_s: float = Field(default=600.0, gt=0)
+    # Prometheus metrics ports of the ingest and the worker (0: off, the default, since several
+    # processes may share a host; docker-compose sets them); the API serves /metrics itself.
+    ingest_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     # The SELECT-only login Grafana's datasource uses; `territory migrate` creates or updates it
     # when the password is set (migration 012, storage/roles.py).

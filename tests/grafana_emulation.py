@@ -19,7 +19,7 @@ proves our SQL against these rules, not Grafana itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -68,6 +68,11 @@ def _rfc3339(t: datetime) -> str:
     return text + "Z"
 
 
+def _constant(text: str) -> Callable[[re.Match[str]], str]:
+    """A replacement taken literally (a plain string would have its backslashes read)."""
+    return lambda _m: text
+
+
 def interpolate_variables(
     sql: str, selections: Mapping[str, Selection], interval: timedelta
 ) -> str:
@@ -85,7 +90,7 @@ def interpolate_variables(
     for name in sorted(selections, key=len, reverse=True):
         value = render(name)
         sql = sql.replace("${" + name + "}", value)
-        sql = re.sub(r"\$" + re.escape(name) + r"(?![A-Za-z0-9_])", lambda _m: value, sql)
+        sql = re.sub(r"\$" + re.escape(name) + r"(?![A-Za-z0-9_])", _constant(value), sql)
     return sql
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from storage.changes import Window, changed_devices
 from storage.pool import connect
@@ -75,6 +76,10 @@ def test_new_rows_are_seen_once_with_their_oldest_time(settings: Settings, uid: 
             await worker.close()
 
     asyncio.run(scenario())
+    runs = REGISTRY.get_sample_value(
+        "territory_worker_job_runs_total", {"job": f"t-once-{uid}", "outcome": "ok"}
+    )
+    assert runs == 3
     assert job.seen[0] == {f"wk-{uid}-a": T0 - timedelta(days=3), f"wk-{uid}-b": T0}
     assert job.seen[1] == {}
     assert job.seen[2] == {f"wk-{uid}-b": T0 + timedelta(hours=1)}

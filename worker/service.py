@@ -23,6 +23,7 @@ import asyncpg
 from storage.changes import PUBLISH_MARGIN, close_window, open_window, try_lock_job
 from storage.errors import is_transient
 from storage.pool import connect
+from territory import metrics
 from territory.config import Settings
 from worker.jobs import Job
 
@@ -65,16 +66,24 @@ class Worker:
         st = self.stats.setdefault(job.name, JobStats())
         started = time.monotonic()
         conn = await self._connection()
-        async with conn.transaction():
-            if not await try_lock_job(conn, job.name):
-                st.skipped += 1
-                return False
-            window = await open_window(conn, job.name, self.margin)
-            touched = await job.run(conn, window, self.settings)
-            await close_window(conn, window)
+        try:
+            async with conn.transaction():
+                if not await try_lock_job(conn, job.name):
+                    st.skipped += 1
+                    metrics.JOB_RUNS.labels(job.name, "skipped").inc()
+                    return False
+                window = await open_window(conn, job.name, self.margin)
+                touched = await job.run(conn, window, self.settings)
+                await close_window(conn, window)
+        except BaseException:
+            metrics.JOB_RUNS.labels(job.name, "failed").inc()
+            raise
         st.runs += 1
         st.touched += touched
         st.last_duration_s = time.monotonic() - started
+        metrics.JOB_RUNS.labels(job.name, "ok").inc()
+        metrics.JOB_SECONDS.labels(job.name).observe(st.last_duration_s)
+        metrics.JOB_ROWS.labels(job.name).inc(touched)
         if touched:
             log.info("%s: %d updated in %.2fs", job.name, touched, st.last_duration_s)
         return True
@@ -123,6 +132,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
     if not settings.database_url:
         raise SystemExit("TERRITORY_DATABASE_URL must be set")
     worker = Worker(settings, all_jobs())
+    if not once:
+        metrics.serve(settings.worker_metrics_port, "worker")
     log.info("worker: jobs %s", ", ".join(j.name for j in worker.jobs) or "(none)")
     try:
         if once:
