@@ -26,6 +26,12 @@ def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a service account token (or GRAFANA_TOKEN)",
     )
     p.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("PROMETHEUS_URL"),
+        help="Prometheus as Grafana reaches it (or PROMETHEUS_URL): adds its datasource and "
+        "the Prometheus platform dashboard",
+    )
+    p.add_argument(
         "--db-host",
         help="host:port at which Grafana reaches the database (default: from "
         "TERRITORY_DATABASE_URL)",
@@ -97,7 +103,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         api = GrafanaApi.from_url(args.url, credential=args.token, timeout=10.0)
-        report = provision(api, spec, rotate_password=args.rotate_password)
+        report = provision(
+            api, spec, prometheus_url=args.prometheus_url, rotate_password=args.rotate_password
+        )
     except ProvisionError as exc:
         return _fail(str(exc))
     print(f"grafana at {args.url}: {report.line()}")

@@ -21,6 +21,8 @@ from grafana_client.client import (
     GrafanaUnauthorizedError,
 )
 
+from dashboards.platform_prometheus import PROMETHEUS_UID
+from dashboards.platform_prometheus import UID as PROMETHEUS_DASHBOARD_UID
 from dashboards.registry import FOLDER_TITLE, FOLDER_UID, all_dashboards
 from dashboards.sql import DATASOURCE_TYPE, DATASOURCE_UID
 
@@ -109,6 +111,27 @@ def _datasource(api: Any, spec: DatasourceSpec, report: Report, rotate: bool) ->
         report.unchanged.append(f"datasource {DATASOURCE_UID}")
 
 
+def _prometheus(api: Any, url: str, report: Report) -> None:
+    wanted = {
+        "uid": PROMETHEUS_UID,
+        "name": "Territory (Prometheus)",
+        "type": "prometheus",
+        "access": "proxy",
+        "url": url,
+        "isDefault": False,
+        "jsonData": {"httpMethod": "POST"},
+    }
+    current = _get_or_none(api.datasource.get_datasource_by_uid, PROMETHEUS_UID)
+    if current is None:
+        api.datasource.create_datasource(wanted)
+        report.created.append(f"datasource {PROMETHEUS_UID}")
+    elif _subset_differs(wanted, current):
+        api.datasource.update_datasource_by_uid(PROMETHEUS_UID, wanted)
+        report.updated.append(f"datasource {PROMETHEUS_UID}")
+    else:
+        report.unchanged.append(f"datasource {PROMETHEUS_UID}")
+
+
 def _folder(api: Any, report: Report) -> None:
     current = _get_or_none(api.folder.get_folder, FOLDER_UID)
     if current is None:
@@ -146,12 +169,25 @@ def _dashboard(api: Any, uid: str, model: dict[str, Any], report: Report) -> Non
     (report.created if current is None else report.updated).append(f"dashboard {uid}")
 
 
-def provision(api: GrafanaApi, spec: DatasourceSpec, *, rotate_password: bool = False) -> Report:
+def provision(
+    api: GrafanaApi,
+    spec: DatasourceSpec,
+    *,
+    prometheus_url: str | None = None,
+    rotate_password: bool = False,
+) -> Report:
+    """Without a Prometheus URL the Prometheus variant of the platform dashboard is left out:
+    its panels would have no datasource to read."""
     report = Report()
+    boards = all_dashboards()
+    if not prometheus_url:
+        boards.pop(PROMETHEUS_DASHBOARD_UID)
     try:
         _datasource(api, spec, report, rotate_password)
+        if prometheus_url:
+            _prometheus(api, prometheus_url, report)
         _folder(api, report)
-        for uid, model in all_dashboards().items():
+        for uid, model in boards.items():
             _dashboard(api, uid, model, report)
     except GrafanaUnauthorizedError as exc:
         raise ProvisionError(

@@ -51,3 +51,20 @@ def test_grafana_reads_through_the_select_only_login() -> None:
     assert ds["uid"] == DATASOURCE_UID and ds["type"] == DATASOURCE_TYPE
     assert ds["user"] == "${TERRITORY_GRAFANA_DB_USER}"
     assert ds["jsonData"]["timescaledb"] is True  # compose runs TimescaleDB
+
+
+def test_prometheus_scrapes_every_process_on_the_port_it_serves() -> None:
+    compose = _load("docker-compose.yml")
+    services = compose["services"]
+    env = compose["x-territory-env"]
+    scrape = _load("deploy/prometheus/prometheus.yml")["scrape_configs"]
+    targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in scrape}
+    assert targets["territory-ingest"] == f"ingest:{env['TERRITORY_INGEST_METRICS_PORT']}"
+    assert targets["territory-worker"] == f"worker:{env['TERRITORY_WORKER_METRICS_PORT']}"
+    assert targets["territory-api"] == "api:8000"
+    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in (
+        services["prometheus"]["volumes"]
+    )
+    sources = _load("deploy/grafana/provisioning/datasources/territory.yml")["datasources"]
+    prom = next(d for d in sources if d["type"] == "prometheus")
+    assert prom["uid"] == "territory-prometheus" and prom["url"] == "http://prometheus:9090"

@@ -47,6 +47,8 @@ def _targets() -> list[Target]:
     for uid, board in all_dashboards().items():
         for panel in board.get("panels", []):
             for t in panel.get("targets", []):
+                if "rawSql" not in t:
+                    continue  # Prometheus: test_prometheus_panels_read_metrics_we_export
                 out.append(
                     Target(uid, panel["title"], t["rawSql"], t.get("format") == "time_series")
                 )
@@ -218,3 +220,26 @@ def test_panel_ids_and_uids_are_stable() -> None:
     assert first == second
     for uid, board in first.items():
         assert board["uid"] == uid and len(uid) <= 40
+
+
+def test_prometheus_panels_read_metrics_we_export() -> None:
+    """A renamed or removed metric must not leave a panel that silently shows nothing."""
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import territory.metrics  # noqa: F401  (registers every metric)
+
+    exported: set[str] = set()
+    for family in REGISTRY.collect():
+        exported.update(sample.name for sample in family.samples)
+        exported.add(family.name)
+        exported.update(f"{family.name}{s}" for s in ("_total", "_bucket", "_count", "_sum"))
+    used: set[str] = set()
+    for board in all_dashboards().values():
+        for panel in board.get("panels", []):
+            for t in panel.get("targets", []):
+                if "expr" in t:
+                    used.update(re.findall(r"territory_[a-z_]+", t["expr"]))
+    assert used, "no Prometheus panel found"
+    assert used <= exported, f"panels read metrics nobody exports: {sorted(used - exported)}"

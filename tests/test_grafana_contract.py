@@ -36,32 +36,45 @@ def _api(url: str, token: str = TOKEN) -> GrafanaApi:
     return api
 
 
+PROM = "http://prometheus:9090"
+N_DASHBOARDS = len(all_dashboards())
+
+
 def test_first_run_creates_everything_with_fixed_uids() -> None:
     with serve(TOKEN) as (fake, url):
-        report = provision(_api(url), SPEC)
+        report = provision(_api(url), SPEC, prometheus_url=PROM)
         ds = fake.datasources[DATASOURCE_UID]
         assert ds["type"] == DATASOURCE_TYPE == "grafana-postgresql-datasource"
         assert ds["jsonData"]["database"] == "territory"
         assert ds["jsonData"]["timescaledb"] is True
         assert ds["user"] == "territory_grafana" and ds["url"] == "db.example:5432"
         assert ds["secureJsonData"] == {"password": "s3cret"}
+        assert fake.datasources["territory-prometheus"]["url"] == PROM
         assert set(fake.folders) == {FOLDER_UID}
         assert set(fake.dashboards) == set(all_dashboards())
         for stored in fake.dashboards.values():
             assert stored["folderUid"] == FOLDER_UID
-        assert len(report.created) == 2 + len(all_dashboards())
+        assert len(report.created) == 3 + N_DASHBOARDS
+
+
+def test_without_prometheus_its_dashboard_is_left_out() -> None:
+    with serve(TOKEN) as (fake, url):
+        provision(_api(url), SPEC)
+        assert "territory-prometheus" not in fake.datasources
+        assert "territory-platform-prometheus" not in fake.dashboards
+        assert len(fake.dashboards) == N_DASHBOARDS - 1
 
 
 def test_a_second_run_changes_nothing() -> None:
     with serve(TOKEN) as (fake, url):
-        provision(_api(url), SPEC)
+        provision(_api(url), SPEC, prometheus_url=PROM)
         writes = list(fake.writes)
         versions = {u: d["dashboard"]["version"] for u, d in fake.dashboards.items()}
-        report = provision(_api(url), SPEC)
+        report = provision(_api(url), SPEC, prometheus_url=PROM)
         assert fake.writes == writes, "the second run wrote to Grafana"
         assert {u: d["dashboard"]["version"] for u, d in fake.dashboards.items()} == versions
         assert report.created == [] and report.updated == []
-        assert len(report.unchanged) == 2 + len(all_dashboards())
+        assert len(report.unchanged) == 3 + N_DASHBOARDS
 
 
 def test_a_dashboard_changed_in_grafana_is_put_back_and_a_db_change_updates_the_datasource() -> (
@@ -114,7 +127,7 @@ def test_cli_provisions_and_reports_errors_in_one_line(settings: Settings) -> No
     with serve(TOKEN) as (fake, url):
         ok = _cli(settings, "provision", "--url", url, "--token", TOKEN)
         assert ok.returncode == 0, ok.stderr
-        assert f"created {2 + len(all_dashboards())}" in ok.stdout
+        assert f"created {2 + N_DASHBOARDS - 1}" in ok.stdout
         # The database the suite runs on is plain PostgreSQL unless TimescaleDB is installed.
         assert fake.datasources[DATASOURCE_UID]["jsonData"]["timescaledb"] in (True, False)
         again = _cli(settings, "provision", "--url", url, "--token", TOKEN)
