@@ -62,8 +62,9 @@ def test_prometheus_scrapes_every_process_on_the_port_it_serves() -> None:
     assert targets["territory-ingest"] == f"ingest:{env['TERRITORY_INGEST_METRICS_PORT']}"
     assert targets["territory-worker"] == f"worker:{env['TERRITORY_WORKER_METRICS_PORT']}"
     assert targets["territory-api"] == "api:8000"
-    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in (
-        services["prometheus"]["volumes"]
+    assert (
+        "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+        in (services["prometheus"]["volumes"])
     )
     sources = _load("deploy/grafana/provisioning/datasources/territory.yml")["datasources"]
     prom = next(d for d in sources if d["type"] == "prometheus")
