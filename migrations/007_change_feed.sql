@@ -5,14 +5,15 @@
 -- (storage/changes.py) and never misses a row that commits late, whatever its device time or
 -- received_at. BRIN: stored_at grows with the table, and the index costs next to nothing to
 -- maintain on the ingest's path. Nullable only because TimescaleDB restricts constraints added
--- to compressed hypertables; the default always fills it.
+-- to compressed hypertables; the default always fills it. autosummarize: block ranges filled
+-- since the last vacuum are otherwise scanned whole by every job run.
 ALTER TABLE water_meter_readings ADD COLUMN stored_at timestamptz DEFAULT now();
 ALTER TABLE waste_column_readings ADD COLUMN stored_at timestamptz DEFAULT now();
 ALTER TABLE parking_sensor_readings ADD COLUMN stored_at timestamptz DEFAULT now();
-CREATE INDEX water_meter_readings_stored_at_brin ON water_meter_readings USING brin (stored_at);
-CREATE INDEX waste_column_readings_stored_at_brin ON waste_column_readings USING brin (stored_at);
+CREATE INDEX water_meter_readings_stored_at_brin ON water_meter_readings USING brin (stored_at) WITH (autosummarize = on);
+CREATE INDEX waste_column_readings_stored_at_brin ON waste_column_readings USING brin (stored_at) WITH (autosummarize = on);
 CREATE INDEX parking_sensor_readings_stored_at_brin
-    ON parking_sensor_readings USING brin (stored_at);
+    ON parking_sensor_readings USING brin (stored_at) WITH (autosummarize = on);
 
 -- How far each worker job has read the readings; advanced in the transaction that writes what
 -- the job derived, so a crash re-reads and recomputes, never double-counts.
