@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     # `territory worker`: a job run taking longer is abandoned (rolled back) and tried again.
     worker_job_timeout_s: float = Field(default=600.0, gt=0)
 
+    # Parking: a space silent for longer than this counts as unknown, not free (its own
+    # `freshness_s` attribute overrides it). Report-on-change sensors with a 3 h heartbeat
+    # (Nwave) miss two heartbeats before the 6.5 h default runs out.
+    parking_freshness_s: float = Field(default=6.5 * 3600, gt=0, le=7 * 86400)
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_url: str = "http://127.0.0.1:8000"
