@@ -243,6 +243,42 @@ def _slot_medians(
     return {slot: statistics.median(v) for slot, v in values.items()}
 
 
+def profile_candidate_days(
+    today: date, last_target: date, lookback_days: int = 70, spare: int = 4
+) -> list[date]:
+    """The local dates whose history a forecast from `today` up to `last_target` can use: for
+    each day type met on the way, the most recent PROFILE_DAYS + `spare` dates of that type
+    before today (the spare ones stand in for days without data), and as many of the most
+    recent days of any type (the fallback profile), within `lookback_days`. Reading only these
+    days instead of ten whole weeks keeps the forecast query small."""
+    wanted: set[DayType] = set()
+    d = today
+    while d <= last_target:
+        wanted.add(day_type(d))
+        d += timedelta(days=1)
+    per_type = PROFILE_DAYS + spare
+    chosen: set[date] = set()
+    counts: dict[DayType, int] = dict.fromkeys(wanted, 0)
+    for back in range(1, lookback_days + 1):
+        d = today - timedelta(days=back)
+        if back <= per_type:
+            chosen.add(d)
+        t = day_type(d)
+        if t in counts and counts[t] < per_type:
+            counts[t] += 1
+            chosen.add(d)
+    return sorted(chosen)
+
+
+def local_day_bounds(d: date, tz: ZoneInfo = PARIS) -> tuple[datetime, datetime]:
+    """[start, end) of local day `d` as UTC instants (23 h or 25 h long on DST days)."""
+    nxt = d + timedelta(days=1)
+    return (
+        datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC),
+        datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).astimezone(UTC),
+    )
+
+
 @dataclass(frozen=True)
 class ForecastPoint:
     start: datetime
@@ -291,9 +327,7 @@ def forecast(
 def local_day_slots(d: date, tz: ZoneInfo = PARIS) -> list[datetime]:
     """The UTC starts of the 15-minute slots of local day `d` (92 on the spring DST day, 100 on
     the autumn one, 96 otherwise)."""
-    start = datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC)
-    nxt = d + timedelta(days=1)
-    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).astimezone(UTC)
+    start, end = local_day_bounds(d, tz)
     out = []
     t = start
     while t < end:

@@ -22,8 +22,6 @@ BUCKETS: dict[str, timedelta] = {
 }
 MAX_BUCKETS = 10_000
 DEFAULT_RANGE = timedelta(hours=24)
-# Enough history for eight Sundays-or-holidays, plus the days of the current week.
-PROFILE_HISTORY = timedelta(days=70)
 
 ZonePath = Annotated[
     str, Path(min_length=1, max_length=64, description="Zone name (the spaces' `zone`)")
@@ -209,7 +207,7 @@ async def zone_forecast(
     observed = counts[0].free if counts else 0
     total = counts[0].total if counts else 0
     today = pk.local_slot(now)[0]
-    history = await _free_history(pool, zone, now)
+    history = await _free_history(pool, zone, now, horizon_min)
     profile = pk.build_profile(history, today)
     points = pk.forecast(profile, observed, now, horizon_min, capacity=total)
     return Forecast(
@@ -225,16 +223,14 @@ async def zone_forecast(
     )
 
 
-async def _free_history(pool: PoolDep, zone: str, now: datetime) -> dict[date, dict[str, float]]:
-    step = timedelta(seconds=pk.FORECAST_STEP_S)
-    end = datetime.fromtimestamp(
-        math.floor(now.timestamp() / pk.FORECAST_STEP_S) * pk.FORECAST_STEP_S, UTC
-    )
-    rows = await pq.zone_buckets(pool, zone, end - PROFILE_HISTORY, end, step)
+async def _free_history(
+    pool: PoolDep, zone: str, now: datetime, horizon_min: int
+) -> dict[date, dict[str, float]]:
+    today = pk.local_slot(now)[0]
+    last = pk.local_slot(now + timedelta(minutes=horizon_min))[0]
+    days = [pk.local_day_bounds(d) for d in pk.profile_candidate_days(today, last)]
     history: dict[date, dict[str, float]] = {}
-    for b in rows:
-        d, slot = pk.local_slot(b.start)
-        free = max(0.0, b.known_s - b.occupied_s) / pk.FORECAST_STEP_S
+    for d, slot, free in await pq.zone_free_by_local_slot(pool, zone, days, pk.PARIS.key):
         day = history.setdefault(d, {})
         # The repeated hour of the autumn DST day: both 02:xx slots share a key; average them.
         day[slot] = (day[slot] + free) / 2 if slot in day else free

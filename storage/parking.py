@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TypeAlias
 
 import asyncpg
@@ -139,6 +139,36 @@ async def zone_buckets(
     return [BucketTotals(r["b"], r["known_s"], r["occupied_s"]) for r in rows]
 
 
+async def zone_free_by_local_slot(
+    db: Db, zone: str, days: Sequence[tuple[datetime, datetime]], tz: str
+) -> list[tuple[date, str, float]]:
+    """Average free (fresh) places per 15-minute bucket over the given [start, end) ranges
+    (local days), labelled with the local date and wall-clock slot "HH:MM" in `tz`. On the
+    autumn DST day the repeated hour gives two rows with the same label."""
+    rows = await db.fetch(
+        """
+        WITH q AS (
+            SELECT date_bin('15 minutes', p.slot_start, TIMESTAMPTZ '2000-01-01 00:00:00+00')
+                       AS b,
+                   sum(p.known_s - p.occupied_s) AS free_s
+              FROM unnest($2::timestamptz[], $3::timestamptz[]) AS r(lo, hi)
+              JOIN parking_zone_slots p
+                ON p.zone = $1 AND p.slot_start >= r.lo AND p.slot_start < r.hi
+             GROUP BY 1
+        )
+        SELECT (b AT TIME ZONE $4)::date AS d, to_char(b AT TIME ZONE $4, 'HH24:MI') AS slot,
+               free_s / 900.0 AS free
+          FROM q
+         ORDER BY b
+        """,
+        zone,
+        [lo for lo, _ in days],
+        [hi for _, hi in days],
+        tz,
+    )
+    return [(r["d"], r["slot"], r["free"]) for r in rows]
+
+
 # --- What the worker reads and writes ----------------------------------------------------------
 
 
@@ -180,57 +210,73 @@ async def affected_spans(
     return [AffectedSpan(r["device_id"], r["zone"], r["lo"], r["hi"]) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class ZoneRange:
+    zone: str
+    lo: datetime
+    hi: datetime
+
+
 async def zone_readings(
-    conn: asyncpg.Connection, zone: str, lo: datetime, hi: datetime, default_fresh_s: float
-) -> list[tuple[list[tuple[float, bool]], float]]:
-    """Per space of the zone (whatever its status: its past readings are history), its freshness
-    and its readings in [lo - freshness, hi), as POSIX seconds in time order: the input of
-    `analytics.parking.slot_seconds`."""
+    conn: asyncpg.Connection, ranges: Sequence[ZoneRange], default_fresh_s: float
+) -> list[list[tuple[list[tuple[float, bool]], float]]]:
+    """For each range, per space of its zone (whatever the space's status: its past readings
+    are history), the space's freshness and its readings in [lo - freshness, hi), as POSIX
+    seconds in time order: the input of `analytics.parking.slot_seconds`. One query for all
+    the ranges."""
     rows = await conn.fetch(
         f"""
-        WITH {_SPACES}
-        SELECT s.id, s.fresh_s, extract(epoch FROM r.ts)::float8 AS t, r.occupied
-          FROM spaces s
-          JOIN parking_sensor_readings r
-            ON r.device_id = s.id
-           AND r.ts >= $3::timestamptz - make_interval(secs => s.fresh_s)
-           AND r.ts < $4
-         WHERE s.zone = $2
-         ORDER BY s.id, r.ts
+        WITH {_SPACES},
+        ranges AS (
+            SELECT * FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[])
+                   WITH ORDINALITY AS r(zone, lo, hi, k)
+        )
+        SELECT r.k, s.id, s.fresh_s, extract(epoch FROM x.ts)::float8 AS t, x.occupied
+          FROM ranges r
+          JOIN spaces s ON s.zone = r.zone
+          JOIN parking_sensor_readings x
+            ON x.device_id = s.id
+           AND x.ts >= r.lo - make_interval(secs => s.fresh_s)
+           AND x.ts < r.hi
+         ORDER BY r.k, s.id, x.ts
         """,
         default_fresh_s,
-        zone,
-        lo,
-        hi,
+        [r.zone for r in ranges],
+        [r.lo for r in ranges],
+        [r.hi for r in ranges],
     )
-    out: list[tuple[list[tuple[float, bool]], float]] = []
-    current: str | None = None
+    out: list[list[tuple[list[tuple[float, bool]], float]]] = [[] for _ in ranges]
+    current: tuple[int, str] | None = None
     for r in rows:
-        if r["id"] != current:
-            current = r["id"]
-            out.append(([], r["fresh_s"]))
-        out[-1][0].append((r["t"], r["occupied"]))
+        key = (r["k"], r["id"])
+        spaces = out[r["k"] - 1]
+        if key != current:
+            current = key
+            spaces.append(([], r["fresh_s"]))
+        spaces[-1][0].append((r["t"], r["occupied"]))
     return out
 
 
 async def replace_zone_slots(
     conn: asyncpg.Connection,
-    zone: str,
-    lo: datetime,
-    hi: datetime,
-    slots: Sequence[tuple[datetime, float, float]],
+    ranges: Sequence[ZoneRange],
+    slots: Sequence[tuple[str, datetime, float, float]],
 ) -> None:
-    """Rewrite the zone's slots in [lo, hi) with `slots` (start, known_s, occupied_s)."""
+    """Rewrite the slots of every range with `slots` (zone, start, known_s, occupied_s)."""
     await conn.execute(
-        "DELETE FROM parking_zone_slots WHERE zone = $1 AND slot_start >= $2 AND slot_start < $3",
-        zone,
-        lo,
-        hi,
+        """
+        DELETE FROM parking_zone_slots p
+         USING unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS r(zone, lo, hi)
+         WHERE p.zone = r.zone AND p.slot_start >= r.lo AND p.slot_start < r.hi
+        """,
+        [r.zone for r in ranges],
+        [r.lo for r in ranges],
+        [r.hi for r in ranges],
     )
     if slots:
         await conn.copy_records_to_table(
             "parking_zone_slots",
-            records=[(zone, s, k, o) for s, k, o in slots],
+            records=slots,
             columns=("zone", "slot_start", "known_s", "occupied_s"),
         )
 

@@ -312,3 +312,27 @@ def test_backtest_forecast_beats_same_as_now_at_60_min() -> None:
     mae, mae_naive, n = result[60]
     assert n > 600
     assert mae < 0.8 * mae_naive
+
+
+def test_profile_candidate_days() -> None:
+    # Wednesday 20 May 2026, a forecast within the day: weekdays only. The 12 most recent
+    # weekdays (skipping the holidays 14, 8 and 1 May): 19 18 15 13 12 11 7 6 5 4 May, 30 and
+    # 29 April; plus the last 12 days of any type for the fallback: 8 to 19 May.
+    days = pk.profile_candidate_days(date(2026, 5, 20), date(2026, 5, 20))
+    assert days == [date(2026, 4, 29), date(2026, 4, 30)] + [
+        date(2026, 5, d) for d in range(4, 20)
+    ]
+    # Friday 22 May to Saturday 23 May: Saturdays are read too (the last twelve within 70 days
+    # are only ten: 16 May back to 14 March).
+    days = pk.profile_candidate_days(date(2026, 5, 22), date(2026, 5, 23))
+    saturdays = [d for d in days if d.weekday() == 5]
+    assert saturdays[0] == date(2026, 3, 14) and saturdays[-1] == date(2026, 5, 16)
+    assert len(saturdays) == 10
+
+
+def test_local_day_bounds_on_the_autumn_dst_day() -> None:
+    # 25 October 2026 starts at 00:00 CEST (22:00 UTC the day before) and ends at 00:00 CET
+    # (23:00 UTC): 25 hours.
+    lo, hi = pk.local_day_bounds(date(2026, 10, 25))
+    assert lo == datetime(2026, 10, 24, 22, 0, tzinfo=UTC)
+    assert hi == datetime(2026, 10, 25, 23, 0, tzinfo=UTC)

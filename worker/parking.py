@@ -24,6 +24,13 @@ from worker.jobs import Job
 JOB_NAME = "parking"
 
 
+# A long span (the first run: a zone's whole history) is cut into pieces of at most a week, and
+# the pieces are read, computed and written in batches of about this many zone-days: one query
+# each way per batch, and a bounded amount of readings in memory.
+PIECE_S = 7 * 86400
+BATCH_ZONE_DAYS = 28.0
+
+
 async def run(conn: asyncpg.Connection, window: Window, settings: Settings) -> int:
     fresh = settings.parking_freshness_s
     spans = await pq.affected_spans(conn, window, fresh)
@@ -32,22 +39,39 @@ async def run(conn: asyncpg.Connection, window: Window, settings: Settings) -> i
     by_zone: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for s in spans:
         by_zone[s.zone].append((s.lo.timestamp(), s.hi.timestamp()))
+    batch: list[tuple[str, float, float]] = []
+    span_s = 0.0
     written = 0
     for zone in sorted(by_zone):
         for lo, hi in merge_ranges(by_zone[zone], SLOT_S):
-            lo_dt = datetime.fromtimestamp(lo, UTC)
-            hi_dt = datetime.fromtimestamp(hi, UTC)
-            spaces = await pq.zone_readings(conn, zone, lo_dt, hi_dt, fresh)
-            slots = slot_seconds(spaces, lo, hi, SLOT_S)
-            await pq.replace_zone_slots(
-                conn,
-                zone,
-                lo_dt,
-                hi_dt,
-                [(datetime.fromtimestamp(s.start, UTC), s.known_s, s.occupied_s) for s in slots],
-            )
-            written += len(slots)
+            for piece_lo in range(int(lo), int(hi), PIECE_S):
+                piece_hi = min(piece_lo + PIECE_S, int(hi))
+                batch.append((zone, piece_lo, piece_hi))
+                span_s += piece_hi - piece_lo
+                if span_s >= BATCH_ZONE_DAYS * 86400:
+                    written += await _recompute(conn, batch, fresh)
+                    batch, span_s = [], 0.0
+    if batch:
+        written += await _recompute(conn, batch, fresh)
     return written
+
+
+async def _recompute(
+    conn: asyncpg.Connection, batch: list[tuple[str, float, float]], fresh: float
+) -> int:
+    ranges = [
+        pq.ZoneRange(zone, datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC))
+        for zone, lo, hi in batch
+    ]
+    readings = await pq.zone_readings(conn, ranges, fresh)
+    rows: list[tuple[str, datetime, float, float]] = []
+    for (zone, lo, hi), spaces in zip(batch, readings, strict=True):
+        rows.extend(
+            (zone, datetime.fromtimestamp(s.start, UTC), s.known_s, s.occupied_s)
+            for s in slot_seconds(spaces, lo, hi, SLOT_S)
+        )
+    await pq.replace_zone_slots(conn, ranges, rows)
+    return len(rows)
 
 
 def parking_job() -> Job:
