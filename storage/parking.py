@@ -234,10 +234,16 @@ async def zone_readings(
         SELECT r.k, s.id, s.fresh_s, extract(epoch FROM x.ts)::float8 AS t, x.occupied
           FROM ranges r
           JOIN spaces s ON s.zone = r.zone
-          JOIN parking_sensor_readings x
-            ON x.device_id = s.id
-           AND x.ts >= r.lo - make_interval(secs => s.fresh_s)
-           AND x.ts < r.hi
+          -- A range scan of each space's (device_id, ts) key per range. OFFSET 0 keeps the
+          -- planner from flattening the subquery, after which it scanned every reading of
+          -- each space and filtered on ts.
+          CROSS JOIN LATERAL (
+              SELECT p.ts, p.occupied FROM parking_sensor_readings p
+               WHERE p.device_id = s.id
+                 AND p.ts >= r.lo - make_interval(secs => s.fresh_s)
+                 AND p.ts < r.hi
+              OFFSET 0
+          ) x
          ORDER BY r.k, s.id, x.ts
         """,
         default_fresh_s,
