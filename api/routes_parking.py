@@ -78,7 +78,9 @@ class Forecast(BaseModel):
     observed_free: int
     total: int
     profile_days: dict[str, int] = Field(
-        description="Same-type days (weekday, saturday, sunday_holiday) behind the profile"
+        description="For the day types forecast (weekday, saturday, sunday_holiday), how many "
+        "days of that type the profile is the median of (fewer than 3: the last days of any "
+        "type stand in)"
     )
     items: list[ForecastSlot]
 
@@ -215,7 +217,12 @@ async def zone_forecast(
         at=now,
         observed_free=observed,
         total=total,
-        profile_days=dict(profile.days_used),
+        profile_days={
+            t: profile.days_used[t]
+            for t in sorted(
+                {pk.day_type(today)} | {pk.day_type(pk.local_slot(p.start)[0]) for p in points}
+            )
+        },
         items=[
             ForecastSlot(start=p.start, free_expected=p.free_expected, basis=p.basis)
             for p in points
