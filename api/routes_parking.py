@@ -163,9 +163,12 @@ async def zone_occupancy(
         raise _unprocessable(
             "start", f"the range holds {n} {bucket} buckets; at most {MAX_BUCKETS} per request"
         )
+    try:
+        lo_dt = datetime.fromtimestamp(lo, UTC)
+        hi_dt = datetime.fromtimestamp(hi, UTC)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise _unprocessable("end", "the range reaches beyond the representable dates") from exc
     await _zone_or_404(pool, zone)
-    lo_dt = datetime.fromtimestamp(lo, UTC)
-    hi_dt = datetime.fromtimestamp(hi, UTC)
     rows = {b.start: b for b in await pq.zone_buckets(pool, zone, lo_dt, hi_dt, step)}
     items = []
     for i in range(n):

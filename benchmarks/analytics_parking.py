@@ -102,7 +102,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def services(data_dir: Path) -> Iterator[tuple[str, str]]:
+def services(data_dir: Path, keep_data: bool) -> Iterator[tuple[str, str]]:
     db = os.environ.get("TERRITORY_DATABASE_URL", "")
     broker = os.environ.get("TERRITORY_MQTT_URL", "")
     if db and broker:
@@ -111,7 +111,7 @@ def services(data_dir: Path) -> Iterator[tuple[str, str]]:
     from territory import devenv
 
     print(f"starting PostgreSQL and Mosquitto under {data_dir} ...", flush=True)
-    with devenv.embedded_services(data_dir, install=os.geteuid() == 0) as svc:
+    with devenv.embedded_services(data_dir, install=os.geteuid() == 0, keep_data=keep_data) as svc:
         yield svc.database_url, svc.mqtt_url
 
 
@@ -302,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.days = args.days or (3 if args.quick else 90)
     args.spaces = max(1, round(2000 * args.scale))
     args.zones = max(1, min(args.spaces, round(40 * args.scale)))
-    with services(Path(args.data_dir).resolve()) as (db, broker):
+    # A quick run's private database is thrown away; a full one is kept for inspection.
+    with services(Path(args.data_dir).resolve(), keep_data=not args.quick) as (db, broker):
         run(args, db, broker)
     return 0
 

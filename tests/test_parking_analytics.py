@@ -319,9 +319,7 @@ def test_profile_candidate_days() -> None:
     # weekdays (skipping the holidays 14, 8 and 1 May): 19 18 15 13 12 11 7 6 5 4 May, 30 and
     # 29 April; plus the last 12 days of any type for the fallback: 8 to 19 May.
     days = pk.profile_candidate_days(date(2026, 5, 20), date(2026, 5, 20))
-    assert days == [date(2026, 4, 29), date(2026, 4, 30)] + [
-        date(2026, 5, d) for d in range(4, 20)
-    ]
+    assert days == [date(2026, 4, 29), date(2026, 4, 30)] + [date(2026, 5, d) for d in range(4, 20)]
     # Friday 22 May to Saturday 23 May: Saturdays are read too (the last twelve within 70 days
     # are only ten: 16 May back to 14 March).
     days = pk.profile_candidate_days(date(2026, 5, 22), date(2026, 5, 23))

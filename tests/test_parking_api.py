@@ -244,6 +244,10 @@ def test_occupancy_and_forecast_refuse_bad_requests(api: TestClient, uid: str) -
     assert r.status_code == 422
     assert "10000" in str(r.json()["detail"])
     assert api.get(url, params={"bucket": "7m"}).status_code == 422
+    # The last bucket would end in the year 10000.
+    r = api.get(url, params={"start": "9999-12-31T22:00:00Z", "end": "9999-12-31T23:59:59Z"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["query", "end"]
     assert api.get(url, params={"start": "yesterday"}).status_code == 422
     assert api.get(url, params={"start": "2026-06-01T00:00:00"}).status_code == 422  # no offset
     fc = f"/parking/zones/{zone}/forecast"
