@@ -219,6 +219,18 @@ class Profile:
         return self.any_day.get(slot)
 
 
+def history_by_local_slot(
+    rows: Iterable[tuple[date, str, float]],
+) -> dict[date, dict[str, float]]:
+    """Free places per local date and slot label from (date, "HH:MM", free) rows. The autumn
+    DST day has two quarter-hours labelled 02:00, 02:15, … (CEST, then CET): their mean stands
+    for the label, as a single wall-clock slot of a usual day."""
+    sums: dict[date, dict[str, list[float]]] = {}
+    for d, slot, free in rows:
+        sums.setdefault(d, {}).setdefault(slot, []).append(free)
+    return {d: {k: sum(v) / len(v) for k, v in slots.items()} for d, slots in sums.items()}
+
+
 def build_profile(history: Mapping[date, Mapping[str, float]], before: date) -> Profile:
     """`history`: per local date, free places per local slot ("HH:MM"; a day with no data is
     absent or empty). Only days strictly before `before` are used (today is what we forecast).

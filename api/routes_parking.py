@@ -239,9 +239,6 @@ async def _free_history(
     today = pk.local_slot(now)[0]
     last = pk.local_slot(now + timedelta(minutes=horizon_min))[0]
     days = [pk.local_day_bounds(d) for d in pk.profile_candidate_days(today, last)]
-    history: dict[date, dict[str, float]] = {}
-    for d, slot, free in await pq.zone_free_by_local_slot(pool, zone, days, pk.PARIS.key):
-        day = history.setdefault(d, {})
-        # The repeated hour of the autumn DST day: both 02:xx slots share a key; average them.
-        day[slot] = (day[slot] + free) / 2 if slot in day else free
-    return history
+    return pk.history_by_local_slot(
+        await pq.zone_free_by_local_slot(pool, zone, days, pk.PARIS.key)
+    )

@@ -334,3 +334,9 @@ def test_local_day_bounds_on_the_autumn_dst_day() -> None:
     lo, hi = pk.local_day_bounds(date(2026, 10, 25))
     assert lo == datetime(2026, 10, 24, 22, 0, tzinfo=UTC)
     assert hi == datetime(2026, 10, 25, 23, 0, tzinfo=UTC)
+
+
+def test_history_by_local_slot_averages_the_repeated_hour() -> None:
+    d = date(2026, 10, 25)
+    rows = [(d, "01:45", 3.0), (d, "02:00", 0.0), (d, "02:00", 1.0), (d, "03:00", 2.0)]
+    assert pk.history_by_local_slot(rows) == {d: {"01:45": 3.0, "02:00": 0.5, "03:00": 2.0}}

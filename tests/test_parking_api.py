@@ -6,12 +6,13 @@ import asyncio
 import json
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from analytics import parking as pk
 from storage import parking as pq
 from storage.pool import connect
 from territory.config import Settings
@@ -327,3 +328,56 @@ def test_end_to_end_mqtt_to_zone_answers(
         (1.0, 0.0),
         (0.5, 1.0),
     ]
+
+
+def test_history_of_dst_days_by_local_slot(api: TestClient, settings: Settings, uid: str) -> None:
+    """The forecast's history query labels 15-minute buckets with local wall-clock slots."""
+    zone = f"D-{uid}"
+    dev = f"pd-{uid}"
+    register(api, dev, zone=zone)
+    # Autumn: 25 October 2026 runs from 22:00 UTC on the 24th (00:00 CEST) to 23:00 UTC (00:00
+    # CET): 100 quarter-hours. Free all day with a 3 h heartbeat, except occupied from 00:00 to
+    # 01:00 UTC, which is 02:00-03:00 CEST, the first of the two 02:xx hours.
+    autumn = datetime(2026, 10, 24, 22, tzinfo=UTC)
+    rows = [(dev, autumn + h * H, False) for h in range(0, 25, 3) if h != 3]
+    rows += [(dev, autumn + 2 * H, True), (dev, autumn + 3 * H, False)]
+    # Spring: 29 March 2026 runs from 23:00 UTC on the 28th (00:00 CET) to 22:00 UTC (00:00
+    # CEST): 92 quarter-hours, no 02:xx. Free all day.
+    spring = datetime(2026, 3, 28, 23, tzinfo=UTC)
+    rows += [(dev, spring + h * H, False) for h in range(0, 24, 3)]
+    insert(settings, rows)
+    run_worker(settings)
+
+    async def query(d: date) -> list[tuple[date, str, float]]:
+        conn = await connect(settings.database_url)
+        try:
+            return await pq.zone_free_by_local_slot(
+                conn, zone, [pk.local_day_bounds(d)], "Europe/Paris"
+            )
+        finally:
+            await conn.close()
+
+    got = asyncio.run(query(date(2026, 10, 25)))
+    assert len(got) == 100
+    assert {d for d, _, _ in got} == {date(2026, 10, 25)}
+    twice = [(slot, free) for _, slot, free in got if slot.startswith("02:")]
+    # CEST 02:00-02:45 occupied (0 free), then CET 02:00-02:45 free (1).
+    assert twice == [
+        ("02:00", 0.0),
+        ("02:15", 0.0),
+        ("02:30", 0.0),
+        ("02:45", 0.0),
+        ("02:00", 1.0),
+        ("02:15", 1.0),
+        ("02:30", 1.0),
+        ("02:45", 1.0),
+    ]
+    assert all(free == 1.0 for _, slot, free in got if not slot.startswith("02:"))
+    day = pk.history_by_local_slot(got)[date(2026, 10, 25)]
+    assert len(day) == 96
+    assert day["02:00"] == 0.5
+
+    got = asyncio.run(query(date(2026, 3, 29)))
+    assert len(got) == 92
+    assert [slot for _, slot, _ in got[7:9]] == ["01:45", "03:00"]
+    assert all(free == 1.0 for _, _, free in got)
