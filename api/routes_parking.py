@@ -151,7 +151,10 @@ async def zone_occupancy(
 ) -> OccupancyHistory:
     now = datetime.now(UTC)
     end_t = end or now
-    start_t = start or end_t - DEFAULT_RANGE
+    try:
+        start_t = start or end_t - DEFAULT_RANGE
+    except OverflowError as exc:
+        raise _unprocessable("end", "end is too early for a default start") from exc
     if start_t >= end_t:
         raise _unprocessable("start", "start must be before end")
     step = BUCKETS[bucket]

@@ -249,6 +249,8 @@ def test_occupancy_and_forecast_refuse_bad_requests(api: TestClient, uid: str) -
     r = api.get(url, params={"start": "9999-12-31T22:00:00Z", "end": "9999-12-31T23:59:59Z"})
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["query", "end"]
+    # No default start 24 h before the first representable day.
+    assert api.get(url, params={"end": "0001-01-01T10:00:00Z"}).status_code == 422
     assert api.get(url, params={"start": "yesterday"}).status_code == 422
     assert api.get(url, params={"start": "2026-06-01T00:00:00"}).status_code == 422  # no offset
     fc = f"/parking/zones/{zone}/forecast"
