@@ -41,3 +41,4 @@ def require_admin(
 
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 CurrentKey = Annotated[str, Depends(require_admin)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

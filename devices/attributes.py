@@ -35,6 +35,14 @@ class WasteColumnAttributes(_Attributes):
 
 class ParkingSensorAttributes(_Attributes):
     zone: Label | None = Field(default=None, examples=["Parking de la Providence"])
+    freshness_s: int | None = Field(
+        default=None,
+        ge=60,
+        le=7 * 86400,
+        description="How long a reading of this space stays valid; silent longer, the space "
+        "counts as unknown. Default: the TERRITORY_PARKING_FRESHNESS_S setting (6.5 h).",
+        examples=[23400],
+    )
 
 
 ATTRIBUTE_MODELS: dict[DeviceKind, type[_Attributes]] = {

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     grafana_db_user: str = Field(default="territory_grafana", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     grafana_db_password: str = ""
 
+    # Parking: a space silent for longer than this counts as unknown, not free (its own
+    # `freshness_s` attribute overrides it). Report-on-change sensors with a 3 h heartbeat
+    # (Nwave) miss two heartbeats before the 6.5 h default runs out.
+    parking_freshness_s: float = Field(default=6.5 * 3600, gt=0, le=7 * 86400)
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_url: str = "http://127.0.0.1:8000"

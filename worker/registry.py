@@ -4,8 +4,10 @@ that read it)."""
 from __future__ import annotations
 
 from worker.jobs import Job
+from worker.parking import parking_job
 
 
 def all_jobs() -> list[Job]:
     jobs: list[Job] = []
+    jobs.append(parking_job())
     return jobs
