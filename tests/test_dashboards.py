@@ -74,6 +74,26 @@ def reader_url(settings: Settings) -> str:
                 "INSERT INTO devices (id, kind) VALUES ('dash-wm-1', 'water_meter') "
                 "ON CONFLICT DO NOTHING"
             )
+            await conn.execute(
+                "INSERT INTO devices (id, kind, attributes) VALUES "
+                "('dash-ps-1', 'parking_sensor', '{\"zone\": \"Dash Centre\"}'), "
+                "('dash-ps-2', 'parking_sensor', '{\"zone\": \"Dash Gare\"}') "
+                "ON CONFLICT DO NOTHING"
+            )
+            # Nine weeks of 5-minute occupancy slots for both zones (what the parking job
+            # derives), so that every range and the eight-week profile have data.
+            slots = []
+            start = NOW.replace(minute=NOW.minute - NOW.minute % 5, second=0)
+            for i in range(0, 9 * 7 * 24 * 12):
+                t = start - timedelta(minutes=5 * i)
+                for zone in ("Dash Centre", "Dash Gare"):
+                    slots.append((zone, t, 600.0, float(i % 3) * 200.0))
+            await conn.execute("DELETE FROM parking_zone_slots WHERE zone LIKE 'Dash %'")
+            await conn.copy_records_to_table(
+                "parking_zone_slots",
+                records=slots,
+                columns=["zone", "slot_start", "known_s", "occupied_s"],
+            )
             rows = []
             for i in range(0, 3 * 24 * 60, 7):  # every 7 minutes over three days
                 t = NOW - timedelta(minutes=i)
@@ -91,7 +111,11 @@ def reader_url(settings: Settings) -> str:
             await conn.executemany(
                 "INSERT INTO parking_sensor_readings (device_id, ts, received_at, occupied, "
                 "stored_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                [(d, t, r, True, s) for d, t, r, _x, s in rows[::5]],
+                [
+                    (dev, t, r, True, s)
+                    for _d, t, r, _x, s in rows[::5]
+                    for dev in ("dash-wm-1", "dash-ps-1", "dash-ps-2")
+                ],
             )
             for i, reason in itertools.product(
                 range(0, 3 * 24 * 60, 20), ("schema_violation", "unknown_device", QUOTED)
