@@ -84,6 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=DOCS_URL,
         redoc_url=REDOC_URL,
         static_url=DOCS_ASSETS,
+        # Swagger UI would otherwise fetch a validity badge from a public validator service.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     # Added last, so outermost: the key is checked before the body is looked at at all.
