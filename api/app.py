@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,6 +69,10 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.pool = pool
             app.state.health_pool = health_pool
             app.state.heavy_gate = asyncio.Semaphore(settings.api_heavy_concurrency)
+            # What exists once started (modules, routes, schemas) stays for the process's
+            # life: out of the collector's sight, a full collection during a large page no
+            # longer walks it all, which shortens the pauses every request sees.
+            gc.freeze()
             purger = asyncio.create_task(_purge_periodically(pool, settings))
             try:
                 yield

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     api_pool_size: int = Field(default=10, ge=1)
     # Read requests that return large pages run at most this many at a time; the others wait
     # (up to the statement timeout, then 503), so /health and small requests keep their turn.
-    api_heavy_concurrency: int = Field(default=4, ge=1)
+    api_heavy_concurrency: int = Field(default=2, ge=1)
 
     # Rejected messages: the raw payload is kept up to this many bytes (its size and SHA-256
     # are always kept), and rows are deleted once older than the retention.

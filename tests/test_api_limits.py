@@ -25,6 +25,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.schemas import ReadingPage
 from storage.readings import WriteBatch, purge_rejected, write_batch
 from territory.config import Settings
 from tests.conftest import ADMIN_KEY, Publisher, make_settings, wait_for
@@ -323,6 +324,49 @@ def test_every_time_has_an_offset_and_every_cursor_is_accepted_back(
     assert OFFSET.search(latest["ts"]), latest
     device = api.get(f"/devices/{dev}").json()
     assert OFFSET.search(device["created_at"]) and OFFSET.search(device["updated_at"])
+
+
+def test_readings_match_their_schema(api: TestClient, settings: Settings, uid: str) -> None:
+    """The readings page is written without the response model; it must read back through
+    it unchanged."""
+    wm, pk = f"wm-{uid}", f"pk-{uid}"
+    register(api, wm)
+    register(api, pk, "parking_sensor")
+
+    async def insert(conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "INSERT INTO water_meter_readings (device_id, ts, received_at, index_m3, flow_m3h, "
+            "alarms, battery_v, rssi_dbm, snr_db, frame_counter, gateway_id) VALUES "
+            "($1, '2026-03-01T10:00:00+01:00', '2026-03-01T09:00:02.5Z', 1234.567, 0.25, "
+            "'{leak,backflow}', 3.61, -101.5, 7.25, 4242, 'gw-1'), "
+            "($1, '2026-03-01T11:00:00Z', '2026-03-01T11:00:01Z', 1234.6, NULL, '{}', NULL, "
+            "NULL, NULL, NULL, NULL)",
+            wm,
+        )
+        await conn.execute(
+            "INSERT INTO parking_sensor_readings (device_id, ts, received_at, occupied) "
+            "VALUES ($1, '2026-03-01T10:00:00Z', '2026-03-01T10:00:00.000001Z', true)",
+            pk,
+        )
+
+    db(settings, insert)
+    for dev in (wm, pk):
+        body = api.get(f"/devices/{dev}/readings", params={"order": "desc"}).json()
+        assert body == ReadingPage.model_validate(body).model_dump(mode="json")
+    items = api.get(f"/devices/{wm}/readings", params={"limit": 1}).json()
+    assert items["items"][0]["ts"] == "2026-03-01T09:00:00Z"
+    assert items["items"][0]["values"]["alarms"] == ["leak", "backflow"]
+    assert items["items"][0]["radio"] == {
+        "rssi_dbm": -101.5,
+        "snr_db": 7.25,
+        "frame_counter": 4242,
+        "gateway_id": "gw-1",
+    }
+    assert items["next_cursor"]
+    parking = api.get(f"/devices/{pk}/readings").json()["items"][0]
+    assert parking["received_at"] == "2026-03-01T10:00:00.000001Z"
+    assert parking["values"]["occupied"] is True
+    assert parking["radio"] is None
 
 
 def test_readings_pages_are_bounded(api: TestClient, uid: str) -> None:
