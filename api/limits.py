@@ -31,7 +31,12 @@ class BodyTooLarge(HTTPException):
     the framework's body parsing passes it on unchanged and it is answered as a 413."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, too_large_message(limit))
+        # Closing the connection spares the server reading (and discarding) the rest.
+        super().__init__(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            too_large_message(limit),
+            headers={"Connection": "close"},
+        )
 
 
 def too_large_message(limit: int) -> str:
