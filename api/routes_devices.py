@@ -400,9 +400,11 @@ async def readings(
 ) -> Response:
     if start and end and end <= start:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end must be after start")
-    dev = await _get_or_404(pool, device_id)
     after = _decode_ts_cursor(cursor) if cursor else None
+    # The device lookup waits for the slot too: a burst of calls then reaches the database
+    # and the event loop a few at a time.
     async with heavy_slot(request):
+        dev = await _get_or_404(pool, device_id)
         rows = await rq.readings_page_json(
             pool,
             dev.kind,
@@ -471,8 +473,8 @@ async def aggregate(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"range holds more than {MAX_BUCKETS} buckets of {bucket}; use a wider bucket",
         )
-    dev = await _get_or_404(pool, device_id)
     async with heavy_slot(request):
+        dev = await _get_or_404(pool, device_id)
         rows = await rq.aggregate(pool, dev.kind, device_id, bucket=width, start=start, end=end)
     return Aggregate(
         device_id=device_id,

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from benchmarks.ingest_throughput import ROOT, _child_env, _pct, _python, _stop
-from benchmarks.procstat import cpu_seconds, memory_kb
+from benchmarks.procstat import cpu_seconds, machine_ticks, memory_kb
 
 ADMIN_KEY = "bench-admin-key-0123456789"
 DEVICE = "bench-api-wm-0001"
@@ -65,20 +65,23 @@ def _summary(values: Sequence[float]) -> dict[str, Any]:
 
 def _probe(url: str, ready: Any, stop: Any, out: Connection) -> None:
     times: list[float] = []
+    started: list[float] = []  # wall-clock start of each call
     failures = 0
     with httpx.Client(base_url=url, timeout=30) as http:
         http.get("/health")  # connected, and this process's imports are done
         ready.set()
         while not stop.is_set():
+            wall = time.time()
             t0 = time.perf_counter()
             try:
                 ok = http.get("/health").json().get("status") == "ok"
             except (httpx.HTTPError, ValueError):
                 ok = False
             times.append(time.perf_counter() - t0)
+            started.append(wall)
             failures += not ok
             time.sleep(HEALTH_EVERY_S)
-    out.send((times, failures))
+    out.send((times, started, failures))
 
 
 class Prober:
@@ -97,8 +100,9 @@ class Prober:
 
     def result(self) -> tuple[list[float], int]:
         self.stop.set()
-        times, failures = self.recv.recv()
+        times, started, failures = self.recv.recv()
         self.proc.join(10)
+        self.started = list(started)
         return list(times), int(failures)
 
     def __exit__(self, *exc: object) -> None:
@@ -250,12 +254,23 @@ def run(args: argparse.Namespace, database_url: str, mqtt_url: str) -> dict[str,
             flush=True,
         )
         cpu0, rss0 = cpu_seconds(api.pid), memory_kb(api.pid)[0]
+        own0, machine0 = cpu_seconds(os.getpid()), machine_ticks()
         with Prober(url) as prober:
             time.sleep(0.5)
+            load_start = time.time()
             load = asyncio.run(_load(url, args.calls, limit, args.readings))
             health, failures = prober.result()
+        # When the slow /health calls happened, in seconds from the start of the load.
+        slow = [
+            (round(t - load_start, 2), round(1000 * d))
+            for t, d in zip(prober.started, health, strict=True)
+            if d > 0.1
+        ]
         rss, hwm = memory_kb(api.pid)
+        busy, total = (a - b for a, b in zip(machine_ticks(), machine0, strict=True))
         process = {
+            "machine_busy_pct": round(100 * busy / max(total, 1)),
+            "load_generator_cpu_s": round(cpu_seconds(os.getpid()) - own0, 1),
             "cpu_s": round(cpu_seconds(api.pid) - cpu0, 1),
             "rss_before_mb": round(rss0 / 1024),
             "rss_after_mb": round(rss / 1024),
@@ -267,7 +282,7 @@ def run(args: argparse.Namespace, database_url: str, mqtt_url: str) -> dict[str,
         "readings_stored": args.readings,
         "health_idle": _summary(idle),
         "readings_one_at_a_time": single,
-        "health_under_load": {**_summary(health), "not_ok": failures},
+        "health_under_load": {**_summary(health), "not_ok": failures, "over_100ms": slow},
         "load": load,
         "api_process": process,
         "load_average_1m": os.getloadavg()[0],
@@ -317,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  of which 200 OK:   p50 {ld['readings_ok_p50_ms']} ms, "
         f"p99 {ld['readings_ok_p99_ms']} ms, {ld['response_bytes_p50']} bytes each"
     )
+    print(f"  /health over 100 ms (s from load start, ms): {h['over_100ms']}")
     one = result["readings_one_at_a_time"]
     print(
         f"one call at a time:  p50 {one['readings_p50_ms']} ms, p99 {one['readings_p99_ms']} ms "
