@@ -191,21 +191,14 @@ class StoredReading:
     radio: RadioMeta | None
 
 
-_NO_RADIO_VALUES = (None,) * len(RADIO_COLUMNS)
-
-
 def _stored(spec: TableSpec, row: asyncpg.Record) -> StoredReading:
-    # Positional: the row has `spec.columns` in order. A page holds thousands of rows, and
-    # lookups by name cost a third more.
-    values = tuple(row)
-    n = len(spec.reading_fields)
-    radio = values[3 + n :]
+    radio = RadioMeta(*(row[c] for c in RADIO_COLUMNS))
     return StoredReading(
-        device_id=values[0],
-        ts=values[1],
-        received_at=values[2],
-        values=dict(zip(spec.reading_fields, values[3 : 3 + n], strict=True)),
-        radio=None if radio == _NO_RADIO_VALUES else RadioMeta(*radio),
+        device_id=row["device_id"],
+        ts=row["ts"],
+        received_at=row["received_at"],
+        values={c: row[c] for c in spec.reading_fields},
+        radio=None if radio == _NO_RADIO else radio,
     )
 
 
@@ -401,7 +394,7 @@ def rejected_rows(rows: Iterable[Row], max_payload_bytes: int) -> list[Row]:
 
 @dataclass(frozen=True, slots=True)
 class RejectedMessage:
-    """A rejected message without its payload: only the first `preview` bytes of it."""
+    """A rejected message without its payload: `preview` holds its first bytes."""
 
     id: int
     received_at: datetime
@@ -411,7 +404,6 @@ class RejectedMessage:
     detail: str
     preview: bytes
     payload_size: int  # of the payload as received
-    payload_stored: int  # bytes kept (less than payload_size when truncated)
     payload_sha256: bytes  # of the payload as received
     payload_truncated: bool
 
@@ -434,14 +426,13 @@ async def list_rejected(
     limit: int,
     preview_bytes: int = 256,
 ) -> list[RejectedMessage]:
-    # substring() on a bytea reads only the leading part of a TOASTed value only when it is
-    # stored uncompressed; either way just `preview_bytes` per row cross the wire.
+    # Only the first `preview_bytes` of each payload leave the server (which may still read a
+    # compressed payload whole to cut them).
     rows = await conn.fetch(
         """
         SELECT id, received_at, topic, device_id, reason, detail,
                substring(payload FROM 1 FOR $6) AS preview,
-               payload_size, octet_length(payload) AS payload_stored, payload_sha256,
-               payload_truncated
+               payload_size, payload_sha256, payload_truncated
         FROM rejected_messages
         WHERE ($1::text IS NULL OR reason = $1)
           AND ($2::text IS NULL OR device_id = $2)
