@@ -64,11 +64,12 @@ class Busy(Exception):
 @asynccontextmanager
 async def heavy_slot(request: Request) -> AsyncIterator[None]:
     """Hold one of the few slots for requests that read and serialise large pages. Waiting is
-    bounded by the statement timeout: past it the caller gets 503 rather than a long queue."""
+    bounded (TERRITORY_API_HEAVY_WAIT_S): past it the caller gets 503 rather than a long
+    queue."""
     gate: asyncio.Semaphore = request.app.state.heavy_gate
     settings = get_settings(request)
     try:
-        await asyncio.wait_for(gate.acquire(), timeout=settings.api_statement_timeout_s)
+        await asyncio.wait_for(gate.acquire(), timeout=settings.api_heavy_wait_s)
     except TimeoutError as exc:
         raise Busy from exc
     try:

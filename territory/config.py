@@ -85,8 +85,10 @@ class Settings(BaseSettings):
     api_statement_timeout_s: float = Field(default=10.0, gt=0)
     api_pool_size: int = Field(default=10, ge=1)
     # Read requests that return large pages run at most this many at a time; the others wait
-    # (up to the statement timeout, then 503), so /health and small requests keep their turn.
+    # up to `api_heavy_wait_s`, then get 503, so that a flood of them neither queues without
+    # bound nor takes the event loop from /health and small requests.
     api_heavy_concurrency: int = Field(default=2, ge=1)
+    api_heavy_wait_s: float = Field(default=10.0, gt=0)
 
     # Rejected messages: the raw payload is kept up to this many bytes (its size and SHA-256
     # are always kept), and rows are deleted once older than the retention.
