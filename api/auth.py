@@ -15,7 +15,7 @@ from typing import Literal
 import asyncpg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import has_body, send_json
+from api.errors import send_json, streams_unbounded_body
 from territory.config import Settings
 
 MISSING_CREDENTIALS = "missing credentials: send 'Authorization: Bearer <key>'"
@@ -79,14 +79,20 @@ class AuthMiddleware:
         token = bearer_token(header)
         if token is None:
             await send_json(
-                send, 401, MISSING_CREDENTIALS, headers=CHALLENGE, close=has_body(scope)
+                send,
+                401,
+                MISSING_CREDENTIALS,
+                headers=CHALLENGE,
+                close=streams_unbounded_body(scope),
             )
             return
         app = scope.get("app")
         pool = getattr(app.state, "pool", None) if app is not None else None
         principal = await authenticate(self.settings, pool, token)
         if principal is None:
-            await send_json(send, 401, INVALID_KEY, headers=CHALLENGE, close=has_body(scope))
+            await send_json(
+                send, 401, INVALID_KEY, headers=CHALLENGE, close=streams_unbounded_body(scope)
+            )
             return
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)

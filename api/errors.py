@@ -15,8 +15,8 @@ async def send_json(
     headers: dict[str, str] | None = None,
     close: bool = False,
 ) -> None:
-    """Send `{"detail": ...}` as the whole response. `close`: ask the client to drop the
-    connection, since the request body it may still be sending will not be read."""
+    """Send `{"detail": ...}` as the whole response. `close`: end the connection after it,
+    rather than let the server read the rest of the request body."""
     body = json.dumps({"detail": detail}).encode()
     raw = [
         (b"content-type", b"application/json"),
@@ -29,9 +29,9 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
-def has_body(scope: Scope) -> bool:
-    """Whether the request announces a body (which an early answer leaves unread)."""
-    for name, value in scope.get("headers", ()):
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
+def streams_unbounded_body(scope: Scope) -> bool:
+    """Whether the request's body comes without a declared length (chunked). After an early
+    answer, a body of declared length is read and discarded by the server without being kept
+    (closing instead could reset the connection before the client reads the answer); an
+    unbounded one is cut off by closing the connection."""
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))

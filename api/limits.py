@@ -31,7 +31,8 @@ class BodyTooLarge(HTTPException):
     the framework's body parsing passes it on unchanged and it is answered as a 413."""
 
     def __init__(self, limit: int) -> None:
-        # Closing the connection spares the server reading (and discarding) the rest.
+        # Raised only once more than the limit has streamed in, when the length was not
+        # declared (or was wrong): the rest is not waited for.
         super().__init__(
             status.HTTP_413_CONTENT_TOO_LARGE,
             too_large_message(limit),
@@ -56,7 +57,9 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await send_json(send, 413, too_large_message(self.max_bytes), close=True)
+            # The server discards the declared bytes without keeping them; the client, which
+            # may still be sending, then reads this answer instead of a reset connection.
+            await send_json(send, 413, too_large_message(self.max_bytes))
             return
         seen = 0
         started = False
