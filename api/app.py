@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from api import routes_devices, routes_parking, routes_rejected, routes_system
-from api.deps import require_admin
+from api.auth import AuthMiddleware
+from api.deps import Busy, require_admin
+from api.limits import BodyLimitMiddleware
+from api.metrics import MetricsMiddleware
 from api.schemas import ErrorBody
 from storage.errors import is_transient
 from storage.pool import open_pool
+from storage.readings import purge_rejected
 from territory.config import Settings
 
 log = logging.getLogger("territory.api")
@@ -24,9 +33,16 @@ log = logging.getLogger("territory.api")
 DESCRIPTION = """
 Telemetry of the territory's connected devices: water meters, waste columns and parking sensors.
 
-Every endpoint except `/health` needs `Authorization: Bearer <admin key>`.
+Every endpoint except `/health` (and these docs) needs `Authorization: Bearer <admin key>`;
+a request without a valid key is refused before its body is read.
 Errors are JSON objects with a `detail` field.
 """
+
+# Served by the API itself (the fastapi-offline package ships Swagger UI and ReDoc), so the
+# docs work on a closed network.
+DOCS_URL = "/docs"
+REDOC_URL = "/redoc"
+DOCS_ASSETS = "/docs-assets"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -34,24 +50,80 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_pool(settings.database_url) as pool:
+        async with (
+            open_pool(
+                settings.database_url,
+                max_size=settings.api_pool_size,
+                statement_timeout_s=settings.api_statement_timeout_s,
+                command_timeout_s=settings.api_statement_timeout_s + 5,
+                application_name="territory-api",
+            ) as pool,
+            open_pool(
+                settings.database_url,
+                min_size=1,
+                max_size=2,
+                statement_timeout_s=routes_system.HEALTH_TIMEOUT_S,
+                command_timeout_s=routes_system.HEALTH_TIMEOUT_S + 1,
+                application_name="territory-api-health",
+            ) as health_pool,
+        ):
             app.state.pool = pool
-            yield
+            app.state.health_pool = health_pool
+            app.state.heavy_gate = asyncio.Semaphore(settings.api_heavy_concurrency)
+            # What exists once started (modules, routes, schemas) stays for the process's
+            # life: out of the collector's sight, a full collection during a large page no
+            # longer walks it all, which shortens the pauses every request sees.
+            gc.freeze()
+            purger = asyncio.create_task(_purge_periodically(pool, settings))
+            try:
+                yield
+            finally:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="Territory telemetry API",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=DOCS_URL,
+        redoc_url=REDOC_URL,
+        static_url=DOCS_ASSETS,
+        # Swagger UI would otherwise fetch a validity badge from a public validator service.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
+    # Added last, so outermost: the key is checked before the body is looked at at all.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    public = {"/health", "/metrics", DOCS_URL, REDOC_URL, app.openapi_url or "/openapi.json"}
+    if app.swagger_ui_oauth2_redirect_url:
+        public.add(app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(
+        AuthMiddleware,
+        settings=settings,
+        public_paths=frozenset(public),
+        public_prefixes=(DOCS_ASSETS + "/",),
+    )
+    app.add_middleware(MetricsMiddleware)  # outermost: refused requests are counted too
+
     protected = [Depends(require_admin)]
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "Missing or wrong bearer key"},
+        413: {
+            "model": ErrorBody,
+            "description": "The request body is larger than TERRITORY_API_MAX_BODY_BYTES",
+        },
         422: {
             "model": ErrorBody,
             "description": "Invalid input: `detail` lists each problem with its location "
             "(`loc`), or is a sentence when the request as a whole is refused",
+        },
+        503: {
+            "model": ErrorBody,
+            "description": "The database is unavailable, the query ran longer than "
+            "TERRITORY_API_STATEMENT_TIMEOUT_S, or too many large reads are running; "
+            "retry after `Retry-After` seconds",
         },
     }
     app.include_router(routes_system.router, responses=errors)
@@ -69,21 +141,67 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(asyncpg.DataError)
     async def _data(request: Request, exc: asyncpg.DataError) -> JSONResponse:
-        # Values PostgreSQL cannot take (a NUL byte in a text parameter, say) are bad input.
+        # Values PostgreSQL cannot take (a NUL byte in a text parameter, a time out of range)
+        # are bad input. The driver's text names parameters and Python reprs: logged only.
+        log.info("refused a value on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(
-            status_code=422, content={"detail": f"invalid value in the request: {exc}"}
+            status_code=422,
+            content={
+                "detail": "a value in the request cannot be stored or compared by the database "
+                "(text with a NUL character, or a number or time out of range)"
+            },
         )
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, exc: Busy) -> JSONResponse:
+        return _unavailable(
+            "too many large reads are running; try again shortly, or ask for smaller pages"
+        )
+
+    async def _timed_out(request: Request, exc: Exception) -> JSONResponse:
+        # statement_timeout on the server (QueryCanceledError) or the client's own timeout.
+        log.warning("query timed out on %s %s: %r", request.method, request.url.path, exc)
+        return _unavailable(
+            f"the query took longer than {settings.api_statement_timeout_s:g} s and was "
+            "cancelled; narrow the time range or ask for smaller pages"
+        )
+
+    app.add_exception_handler(asyncpg.QueryCanceledError, _timed_out)
+    app.add_exception_handler(TimeoutError, _timed_out)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         if is_transient(exc):
             log.warning("database unavailable: %s", exc)
-            return JSONResponse(
-                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                content={"detail": "the database is unavailable; try again shortly"},
-                headers={"Retry-After": "5"},
-            )
+            return _unavailable("the database is unavailable; try again shortly")
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content={"detail": "internal error"})
 
     return app
+
+
+def _unavailable(detail: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": detail},
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _purge_periodically(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Delete rejected messages past their retention, now and every purge interval.
+
+    It runs in the API process: the ingest's connections are reserved for its write path, with
+    its own timeouts and retries, and housekeeping must never hold back acknowledgements.
+    Several API processes purging at once only compete for the same rows. A separate
+    `territory worker` can take this over by calling `storage.readings.purge_rejected`.
+    """
+    retention = timedelta(days=settings.rejected_retention_days)
+    while True:
+        try:
+            deleted = await purge_rejected(pool, datetime.now(UTC) - retention)
+            if deleted:
+                log.info("deleted %d rejected messages older than %s", deleted, retention)
+        except Exception as exc:  # the next round retries; the API keeps serving
+            log.warning("purging rejected messages failed: %s", exc)
+        await asyncio.sleep(settings.rejected_purge_interval_s)

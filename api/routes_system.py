@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
-from api.deps import PoolDep, require_admin
+from api.deps import HealthPoolDep, require_admin
+from api.metrics import exposition
 from api.schemas import DecoderOut, Health
 from devices.decoders import DECODERS
 from storage.errors import is_transient
@@ -10,11 +12,22 @@ from storage.readings import server_info
 
 router = APIRouter(tags=["system"])
 
+# /health answers from its own connection, never queued behind the API's pool; a database
+# that does not answer within this long is reported as unavailable.
+HEALTH_TIMEOUT_S = 2.0
 
-@router.get("/health", response_model=Health, summary="Liveness and storage backend")
-async def health(pool: PoolDep) -> Health:
+
+@router.get(
+    "/health",
+    response_model=Health,
+    summary="Liveness and storage backend",
+    description="Uses a connection of its own, so it answers while heavy reads hold the "
+    "API's pool.",
+)
+async def health(pool: HealthPoolDep) -> Health:
     try:
-        info = await server_info(pool)
+        async with pool.acquire(timeout=HEALTH_TIMEOUT_S) as conn:
+            info = await server_info(conn, timeout_s=HEALTH_TIMEOUT_S)
     except Exception as exc:
         if not is_transient(exc):
             raise
@@ -30,6 +43,18 @@ async def health(pool: PoolDep) -> Health:
         postgresql_version=info["postgresql"],
         timescaledb_version=info["timescaledb"],
     )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this API process",
+    description="Request counts and latencies by route template and status, in Prometheus' "
+    "text format. No key: scraped by Prometheus; it carries no device or tenant data.",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def prometheus_metrics() -> Response:
+    return exposition()
 
 
 @router.get(

@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from devices.kinds import DeviceKind
+
+
+def _with_offset(value: datetime) -> datetime:
+    # asyncpg returns a timestamptz as an aware datetime, except ±infinity, which it maps to
+    # naive datetime.min/max: those are shown as the first/last UTC instant Python has.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# Every time the API returns carries an offset.
+Timestamp = Annotated[datetime, AfterValidator(_with_offset)]
+
+# Times accepted in queries: wide enough for any telemetry (a device whose clock was never set
+# reports 1970 or 2000), narrow enough that converting to UTC or stepping a bucket or a day
+# away can never leave the range Python and PostgreSQL share.
+QUERY_TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+QUERY_TIME_MAX = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _in_query_range(value: datetime) -> datetime:
+    try:
+        inside = QUERY_TIME_MIN <= value <= QUERY_TIME_MAX
+    except OverflowError:  # an offset that takes the time outside Python's years 1..9999
+        inside = False
+    if not inside:
+        raise ValueError(
+            f"times must lie between {QUERY_TIME_MIN:%Y-%m-%dT%H:%M:%SZ} and "
+            f"{QUERY_TIME_MAX:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    return value
+
+
+QueryTime = Annotated[AwareDatetime, AfterValidator(_in_query_range)]
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 DeviceId = Annotated[
@@ -102,9 +134,9 @@ class Device(BaseModel):
     group: str | None
     attributes: dict[str, Any]
     status: Literal["active", "decommissioned"]
-    created_at: datetime
-    updated_at: datetime
-    decommissioned_at: datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    decommissioned_at: Timestamp | None
     dev_eui: str | None
     wmbus_id: str | None
     decoder: str | None
@@ -152,8 +184,8 @@ class Radio(BaseModel):
 
 
 class ReadingOut(BaseModel):
-    ts: datetime = Field(description="When the device measured it")
-    received_at: datetime = Field(description="When the platform received it")
+    ts: Timestamp = Field(description="When the device measured it")
+    received_at: Timestamp = Field(description="When the platform received it")
     values: WaterMeterValues | WasteColumnValues | ParkingSensorValues
     radio: Radio | None = Field(default=None, description="null for native MQTT devices")
 
@@ -179,7 +211,7 @@ class FieldStatsOut(BaseModel):
 
 
 class BucketOut(BaseModel):
-    start: datetime
+    start: Timestamp
     count: int
     fields: dict[str, FieldStatsOut] = Field(
         description="Per numeric field; for parking, `occupied` is 0/1 so avg is the occupancy"
@@ -190,20 +222,41 @@ class Aggregate(BaseModel):
     device_id: str
     kind: DeviceKind
     bucket: str
-    start: datetime
-    end: datetime
+    start: Timestamp
+    end: Timestamp
     buckets: list[BucketOut]
 
 
+PREVIEW_BYTES = 256
+
+
 class RejectedOut(BaseModel):
+    """A rejected message with a preview of its payload; the bytes themselves come from
+    `GET /rejected/{id}/payload`."""
+
     id: int
-    received_at: datetime
+    received_at: Timestamp
     topic: str
     device_id: str | None
     reason: str
     detail: str
-    payload_text: str | None = Field(description="The raw payload as UTF-8, when it is text")
-    payload_base64: str
+    payload_size: int = Field(description="Size in bytes of the payload as it was received")
+    payload_sha256: str = Field(description="SHA-256 (hex) of the payload as it was received")
+    payload_truncated: bool = Field(
+        description="True when only the first TERRITORY_REJECTED_PAYLOAD_MAX_BYTES bytes of "
+        "the payload were stored"
+    )
+    payload_preview: str = Field(
+        description=f"The first {PREVIEW_BYTES} bytes of the payload decoded as UTF-8, each "
+        "byte that is not valid UTF-8 replaced by U+FFFD (a multi-byte character cut at the "
+        "end is replaced too)"
+    )
+    payload_preview_base64: str = Field(
+        description=f"The same first {PREVIEW_BYTES} bytes, exactly, in base64"
+    )
+    payload_preview_truncated: bool = Field(
+        description=f"True when the payload is longer than the {PREVIEW_BYTES}-byte preview"
+    )
 
 
 class RejectedPage(BaseModel):
@@ -212,7 +265,7 @@ class RejectedPage(BaseModel):
 
 
 class RejectedCounts(BaseModel):
-    since: datetime | None
+    since: Timestamp | None
     total: int
     by_reason: dict[str, int]
 

@@ -52,6 +52,7 @@ class PipelineConfig:
     device_refresh_s: float = 2.0
     shutdown_grace_s: float = 10.0
     command_timeout_s: float = 60.0
+    rejected_payload_max_bytes: int = 64 * 1024
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Stats:
 class Pipeline:
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
+        self._write_options = {"rejected_payload_max_bytes": config.rejected_payload_max_bytes}
         self.cache = DeviceCache(config.device_refresh_s)
         self.stats = Stats()
         self._conn: asyncpg.Connection | None = None  # writes only
@@ -430,7 +432,7 @@ class Pipeline:
     async def _write(self, decoded: list[Decoded]) -> None:
         conn = await self._connection()
         try:
-            result = await write_batch(conn, _to_batch(decoded))
+            result = await write_batch(conn, _to_batch(decoded), **self._write_options)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -445,7 +447,7 @@ class Pipeline:
             groups.setdefault(id(d.message), []).append(d)
         for group in groups.values():
             try:
-                result = await write_batch(conn, _to_batch(group))
+                result = await write_batch(conn, _to_batch(group), **self._write_options)
                 self._count(group, result.inserted, result.duplicates)
             except Exception as exc:
                 if is_transient(exc):
@@ -456,7 +458,7 @@ class Pipeline:
                 dev_id = str(first.row[0] if first.kind is not None else first.row[2] or "")
                 detail = f"{type(exc).__name__}: {exc}"
                 row = _reject_row(m, received, dev_id, WRITE_FAILED, detail)
-                await write_batch(conn, WriteBatch(rejections=[row]))
+                await write_batch(conn, WriteBatch(rejections=[row]), **self._write_options)
                 self.stats.rejected[WRITE_FAILED] += 1
 
     def _count(self, decoded: Sequence[Decoded], inserted: int, duplicates: int) -> None:

@@ -37,6 +37,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> N
             future_tolerance=timedelta(seconds=settings.future_tolerance_s),
             device_refresh_s=settings.device_refresh_s,
             command_timeout_s=settings.db_command_timeout_s,
+            rejected_payload_max_bytes=settings.rejected_payload_max_bytes,
         )
     )
     target = settings.mqtt

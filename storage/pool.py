@@ -25,14 +25,27 @@ async def connect(
 
 @asynccontextmanager
 async def open_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_timeout_s: float | None = None,
+    command_timeout_s: float = 30.0,
+    application_name: str = "territory",
 ) -> AsyncIterator[asyncpg.Pool]:
+    """`statement_timeout_s`: the server cancels any statement running longer (SQLSTATE
+    57014, asyncpg.QueryCanceledError). `command_timeout_s`: the client gives up waiting,
+    which also covers a server that stopped answering."""
+    server_settings = {"application_name": application_name}
+    if statement_timeout_s is not None:
+        server_settings["statement_timeout"] = str(max(1, round(statement_timeout_s * 1000)))
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
-        command_timeout=30,
+        command_timeout=command_timeout_s,
+        server_settings=server_settings,
     )
     try:
         yield pool

@@ -9,6 +9,8 @@ key, which makes the redelivery a no-op.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,7 +80,21 @@ TABLES: dict[DeviceKind, TableSpec] = {
     ),
 }
 
-REJECT_COLUMNS = ("received_at", "topic", "device_id", "reason", "detail", "payload")
+# What the ingest hands over for each rejected message: (received_at, topic, device_id, reason,
+# detail, payload). The stored row adds the payload's original size, its SHA-256 and whether
+# the stored bytes were cut (see `rejected_rows`).
+REJECT_COLUMNS = (
+    "received_at",
+    "topic",
+    "device_id",
+    "reason",
+    "detail",
+    "payload",
+    "payload_size",
+    "payload_sha256",
+    "payload_truncated",
+)
+REJECTED_PAYLOAD_MAX_BYTES = 64 * 1024
 
 Row = tuple[Any, ...]
 
@@ -122,7 +138,12 @@ async def prepare_writer(conn: asyncpg.Connection) -> None:
         )
 
 
-async def write_batch(conn: asyncpg.Connection, batch: WriteBatch) -> WriteResult:
+async def write_batch(
+    conn: asyncpg.Connection,
+    batch: WriteBatch,
+    *,
+    rejected_payload_max_bytes: int = REJECTED_PAYLOAD_MAX_BYTES,
+) -> WriteResult:
     """Store a batch in one transaction. Raises on failure; nothing is kept then.
 
     Fast path: binary COPY straight into the reading tables, inside a savepoint. A row already
@@ -150,7 +171,9 @@ async def write_batch(conn: asyncpg.Connection, batch: WriteBatch) -> WriteResul
                 offered += len(rows)
         if batch.rejections:
             await conn.copy_records_to_table(
-                "rejected_messages", records=batch.rejections, columns=REJECT_COLUMNS
+                "rejected_messages",
+                records=rejected_rows(batch.rejections, rejected_payload_max_bytes),
+                columns=REJECT_COLUMNS,
             )
     return WriteResult(inserted, offered - inserted, len(batch.rejections))
 
@@ -191,6 +214,18 @@ async def latest_reading(
     return _stored(spec, row) if row else None
 
 
+def _range_query(spec: TableSpec, select: str, descending: bool) -> str:
+    """Rows of one device in [$2, $3), strictly past the cursor $4 in the order, $5 of them."""
+    cursor_op, order = ("<", "DESC") if descending else (">", "ASC")
+    return (
+        f"SELECT {select} FROM {spec.table} "
+        "WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts >= $2) "
+        "AND ($3::timestamptz IS NULL OR ts < $3) "
+        f"AND ($4::timestamptz IS NULL OR ts {cursor_op} $4) "
+        f"ORDER BY ts {order} LIMIT $5"
+    )
+
+
 async def readings_page(
     conn: asyncpg.Connection | asyncpg.Pool,
     kind: DeviceKind,
@@ -204,13 +239,8 @@ async def readings_page(
 ) -> list[StoredReading]:
     """Readings in [start, end), strictly past the cursor `after` in the requested order."""
     spec = TABLES[kind]
-    cursor_op, order = ("<", "DESC") if descending else (">", "ASC")
     rows = await conn.fetch(
-        f"SELECT {', '.join(spec.columns)} FROM {spec.table} "
-        "WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts >= $2) "
-        "AND ($3::timestamptz IS NULL OR ts < $3) "
-        f"AND ($4::timestamptz IS NULL OR ts {cursor_op} $4) "
-        f"ORDER BY ts {order} LIMIT $5",
+        _range_query(spec, ", ".join(spec.columns), descending),
         device_id,
         start,
         end,
@@ -218,6 +248,66 @@ async def readings_page(
         limit,
     )
     return [_stored(spec, r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class JsonReading:
+    ts: datetime  # for the next page's cursor; naive datetime.min/max for ±infinity
+    json: str  # the reading as a JSON object, in the shape documented by `readings_page_json`
+
+
+def _json_time(column: str) -> str:
+    """SQL for an RFC 3339 UTC text of a timestamptz column: microseconds only when not zero
+    (as Python writes them), ±infinity as the first/last instant Python can represent."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"CASE WHEN {column} = '-infinity' THEN '0001-01-01T00:00:00Z' "
+        f"WHEN {column} = 'infinity' THEN '9999-12-31T23:59:59.999999Z' "
+        f"ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+        f"|| CASE WHEN date_part('microseconds', {column})::bigint % 1000000 = 0 THEN '' "
+        f"ELSE to_char({utc}, '.US') END || 'Z' END"
+    )
+
+
+def _json_select(spec: TableSpec) -> str:
+    values = ", ".join(f"'{c}', {c}" for c in spec.reading_fields)
+    radio = ", ".join(f"'{c}', {c}" for c in RADIO_COLUMNS)
+    no_radio = " AND ".join(f"{c} IS NULL" for c in RADIO_COLUMNS)
+    return (
+        f"ts, json_build_object('ts', {_json_time('ts')}, "
+        f"'received_at', {_json_time('received_at')}, "
+        f"'values', json_build_object({values}), "
+        f"'radio', CASE WHEN {no_radio} THEN NULL ELSE json_build_object({radio}) END)::text"
+    )
+
+
+async def readings_page_json(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    kind: DeviceKind,
+    device_id: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    after: datetime | None,
+    limit: int,
+    descending: bool,
+) -> list[JsonReading]:
+    """The same rows as `readings_page`, each already written as JSON by PostgreSQL:
+    `{"ts", "received_at", "values": {<reading fields>}, "radio": {<radio columns>} | null}`.
+
+    For pages of thousands of readings: PostgreSQL writes JSON several times faster than
+    Python builds it, and the API process, whose one event loop also answers every other
+    request, then only joins strings."""
+    spec = TABLES[kind]
+    rows = await conn.fetch(
+        _range_query(spec, _json_select(spec), descending),
+        device_id,
+        start,
+        end,
+        after,
+        limit,
+    )
+    return [JsonReading(r[0], r[1]) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,15 +370,50 @@ async def aggregate(
 # Rejected messages
 
 
+def rejected_rows(rows: Iterable[Row], max_payload_bytes: int) -> list[Row]:
+    """The stored form of rejected messages: the payload cut to `max_payload_bytes`, with the
+    original size, the SHA-256 of the whole payload and a truncated flag beside it."""
+    out: list[Row] = []
+    for received_at, topic, device_id, reason, detail, payload in rows:
+        raw = bytes(payload)
+        out.append(
+            (
+                received_at,
+                topic,
+                device_id,
+                reason,
+                detail,
+                raw[:max_payload_bytes],
+                len(raw),
+                hashlib.sha256(raw).digest(),
+                len(raw) > max_payload_bytes,
+            )
+        )
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class RejectedMessage:
+    """A rejected message without its payload: `preview` holds its first bytes."""
+
     id: int
     received_at: datetime
     topic: str
     device_id: str | None
     reason: str
     detail: str
-    payload: bytes
+    preview: bytes
+    payload_size: int  # of the payload as received
+    payload_sha256: bytes  # of the payload as received
+    payload_truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedPayload:
+    payload: bytes  # as stored: the first bytes only when truncated
+    payload_size: int
+    payload_sha256: bytes
+    payload_truncated: bool
 
 
 async def list_rejected(
@@ -299,10 +424,15 @@ async def list_rejected(
     since: datetime | None,
     before_id: int | None,
     limit: int,
+    preview_bytes: int = 256,
 ) -> list[RejectedMessage]:
+    # Only the first `preview_bytes` of each payload leave the server (which may still read a
+    # compressed payload whole to cut them).
     rows = await conn.fetch(
         """
-        SELECT id, received_at, topic, device_id, reason, detail, payload
+        SELECT id, received_at, topic, device_id, reason, detail,
+               substring(payload FROM 1 FOR $6) AS preview,
+               payload_size, payload_sha256, payload_truncated
         FROM rejected_messages
         WHERE ($1::text IS NULL OR reason = $1)
           AND ($2::text IS NULL OR device_id = $2)
@@ -316,8 +446,44 @@ async def list_rejected(
         since,
         before_id,
         limit,
+        preview_bytes,
     )
     return [RejectedMessage(**dict(r)) for r in rows]
+
+
+async def rejected_payload(
+    conn: asyncpg.Connection | asyncpg.Pool, rejected_id: int
+) -> RejectedPayload | None:
+    row = await conn.fetchrow(
+        "SELECT payload, payload_size, payload_sha256, payload_truncated "
+        "FROM rejected_messages WHERE id = $1",
+        rejected_id,
+    )
+    return RejectedPayload(**dict(row)) if row else None
+
+
+async def purge_rejected(
+    conn: asyncpg.Connection | asyncpg.Pool, older_than: datetime, *, batch_size: int = 1000
+) -> int:
+    """Delete rejected messages received before `older_than`, oldest first, `batch_size` rows
+    per statement so that no single transaction holds many locks or much WAL. Returns the
+    number deleted. Each batch commits on its own: an interrupted purge keeps its progress."""
+    total = 0
+    while True:
+        status = await conn.execute(
+            """
+            DELETE FROM rejected_messages WHERE id IN (
+                SELECT id FROM rejected_messages WHERE received_at < $1
+                ORDER BY received_at LIMIT $2
+            )
+            """,
+            older_than,
+            batch_size,
+        )
+        deleted = int(status.rsplit(" ", 1)[1])
+        total += deleted
+        if deleted < batch_size:
+            return total
 
 
 async def count_rejected(
@@ -336,10 +502,13 @@ async def count_rejected(
     return {r["reason"]: r["n"] for r in rows}
 
 
-async def server_info(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, str | None]:
+async def server_info(
+    conn: asyncpg.Connection | asyncpg.Pool, *, timeout_s: float | None = None
+) -> dict[str, str | None]:
     row = await conn.fetchrow(
         "SELECT current_setting('server_version') AS pg, "
-        "(SELECT extversion FROM pg_extension WHERE extname = 'timescaledb') AS tsdb"
+        "(SELECT extversion FROM pg_extension WHERE extname = 'timescaledb') AS tsdb",
+        timeout=timeout_s,
     )
     assert row is not None
     return {"postgresql": row["pg"], "timescaledb": row["tsdb"]}

@@ -95,6 +95,23 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_url: str = "http://127.0.0.1:8000"
+    # A request body larger than this is refused with 413 before it is read any further.
+    api_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Every API statement is cancelled by the server after this long (the client answers 503):
+    # one heavy query must not hold a pooled connection indefinitely.
+    api_statement_timeout_s: float = Field(default=10.0, gt=0)
+    api_pool_size: int = Field(default=10, ge=1)
+    # Read requests that return large pages run at most this many at a time; the others wait
+    # up to `api_heavy_wait_s`, then get 503, so that a flood of them neither queues without
+    # bound nor takes the event loop from /health and small requests.
+    api_heavy_concurrency: int = Field(default=2, ge=1)
+    api_heavy_wait_s: float = Field(default=10.0, gt=0)
+
+    # Rejected messages: the raw payload is kept up to this many bytes (its size and SHA-256
+    # are always kept), and rows are deleted once older than the retention.
+    rejected_payload_max_bytes: int = Field(default=64 * 1024, ge=256)
+    rejected_retention_days: float = Field(default=30, gt=0)
+    rejected_purge_interval_s: float = Field(default=3600, gt=0)
 
     data_dir: str = ".territory"
 

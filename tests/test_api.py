@@ -235,3 +235,16 @@ def test_nul_bytes_are_bad_input_not_server_errors(
     """PostgreSQL text cannot hold NUL: found by fuzzing the OpenAPI schema (schemathesis)."""
     r = api.request(method, path, **kwargs)  # type: ignore[arg-type]
     assert r.status_code == 422, r.text
+
+
+def test_metrics_count_requests_by_route_template_without_a_key(api: TestClient) -> None:
+    assert api.get("/devices/no-such-device-for-metrics").status_code == 404
+    assert api.get("/devices", headers={"Authorization": "Bearer wrong-key"}).status_code == 401
+    r = api.get("/metrics", headers={"Authorization": ""})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    # Labelled by the template, never the raw path (one series per device id otherwise);
+    # a request refused before routing is counted too.
+    count = "territory_api_request_seconds_count"
+    assert f'{count}{{method="GET",route="/devices/{{device_id}}",status="404"}}' in r.text
+    assert f'{count}{{method="GET",route="unmatched",status="401"}}' in r.text
+    assert "no-such-device-for-metrics" not in r.text

@@ -68,3 +68,40 @@ def test_quick_benchmark_runs_every_phase(settings: Settings, tmp_path: Path, ui
     assert {"ingest_vs_broker", "ingest_vs_naive"} <= set(results["summary"]["ratios"])
     assert len(results["summary"]["targets"]) == 4
     assert results["scale_readings"][0]["latest"]["requests"] > 0
+
+
+def test_api_health_benchmark_runs(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "api.json"
+    env = dict(os.environ)
+    env.update(
+        TERRITORY_DATABASE_URL=settings.database_url,
+        TERRITORY_MQTT_URL=settings.mqtt_url,
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.api_health_under_load",
+            "--readings",
+            "600",
+            "--calls",
+            "6",
+            "--limit",
+            "100",
+            "--data-dir",
+            str(tmp_path),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert "/health under load" in proc.stdout
+    results = json.loads(out.read_text())
+    assert results["load"]["statuses"] == {"200": 6}
+    assert results["health_under_load"]["n"] > 0
+    assert results["health_under_load"]["not_ok"] == 0

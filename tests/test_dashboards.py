@@ -122,8 +122,9 @@ def reader_url(settings: Settings) -> str:
             ):
                 await conn.execute(
                     "INSERT INTO rejected_messages (received_at, topic, device_id, reason, "
-                    "detail, payload) VALUES ($1, 'devices/x/telemetry', 'dash-x', $2, 'seed', "
-                    "'\\x00'::bytea)",
+                    "detail, payload, payload_size, payload_sha256) VALUES ($1, "
+                    "'devices/x/telemetry', 'dash-x', $2, 'seed', '\\x00'::bytea, 1, "
+                    "sha256('\\x00'::bytea))",
                     NOW - timedelta(minutes=i),
                     reason,
                 )

@@ -239,7 +239,8 @@ class TestGateways:
             items = wait_for(partial(rejected, api, device_id=dev))
             assert [i["reason"] for i in items] == [reason], items
             assert items[0]["topic"] == topic
-            assert base64.b64decode(items[0]["payload_base64"]) == payload  # raw envelope kept
+            stored = api.get(f"/rejected/{items[0]['id']}/payload")  # raw envelope kept
+            assert stored.content == payload
             assert items[0]["detail"]
 
         def stranger_rejected() -> list[dict[str, Any]]:

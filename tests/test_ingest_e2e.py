@@ -185,7 +185,8 @@ class TestPublishToApi:
         for reason, (dev, payload) in cases.items():
             item = found[reason]
             assert item["topic"] == f"devices/{dev}/telemetry"
-            assert item["payload_text"] == payload.decode()
+            assert item["payload_preview"] == payload.decode()
+            assert api.get(f"/rejected/{item['id']}/payload").content == payload
             assert item["detail"]
         assert "index_m3" in found["schema_violation"]["detail"]
         counts = api.get("/rejected/counts", params={"device_id": wm}).json()
@@ -205,8 +206,9 @@ class TestPublishToApi:
         publisher.publish(f"devices/{dev}/telemetry", b"\x00\xff\x10binary")
         item = wait_for(lambda: rejected(api, dev))[0]
         assert item["reason"] == "malformed_json"
-        assert item["payload_text"] is None
-        assert item["payload_base64"] == "AP8QYmluYXJ5"
+        assert item["payload_preview"] == "\x00\ufffd\x10binary"
+        assert item["payload_preview_base64"] == "AP8QYmluYXJ5"
+        assert api.get(f"/rejected/{item['id']}/payload").content == b"\x00\xff\x10binary"
 
     def test_device_registered_just_before_publishing_is_accepted(
         self, api: TestClient, publisher: Publisher, uid: str
