@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from simulators.behaviour import ALL_KINDS, device_id_for
 from territory.config import Settings
 from territory.devenv import free_port
 from tests.conftest import Publisher, ingest_env, wait_for
@@ -132,12 +133,11 @@ def test_simulator_registers_its_fleet_and_its_readings_are_stored(
         prefix,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    fleet = [
-        d
-        for d in api.get("/devices", params={"limit": 1000}).json()["items"]
-        if d["id"].startswith(f"{prefix}-")
-    ]
-    assert len(fleet) == 6
+    # Each device by its id (a listing's first page may not reach them in a busy database).
+    ids = [device_id_for(prefix, kind, n) for kind in ALL_KINDS for n in (1, 2)]
+    responses = [api.get(f"/devices/{i}") for i in ids]
+    assert [r.status_code for r in responses] == [200] * 6
+    fleet = [r.json() for r in responses]
     assert {d["kind"] for d in fleet} == {"water_meter", "waste_column", "parking_sensor"}
 
     def stored() -> int:
