@@ -18,6 +18,11 @@ from devices.rejections import Rejection, RejectReason
 RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,12})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
+# The same, for pydantic's pattern constraint (Rust regex: [0-9], not \d, which is Unicode).
+TS_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,12})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
 _NAIVE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?", re.ASCII)
 
 # No reading of this platform's devices predates it, whatever the configured look-back.
@@ -33,10 +38,7 @@ def rfc3339_problem(value: str) -> str | None:
         return None
     if _NAIVE.fullmatch(text):
         return "has no UTC offset"
-    return "is not an RFC 3339 date-time (e.g. 2026-11-26T06:00:00+01:00)"
-
-
-_FRACTION = re.compile(r"(\.\d{6})\d+")
+    return "is not an RFC 3339 date-time"
 
 
 def parse_rfc3339(value: str) -> datetime:
@@ -45,7 +47,8 @@ def parse_rfc3339(value: str) -> datetime:
     problem = rfc3339_problem(value)
     if problem is not None:
         raise ValueError(problem)
-    text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00").replace("z", "+00:00")
+    # Python 3.11's fromisoformat reads "Z" and more than 6 fractional digits itself.
+    text = value.strip().upper()
     try:
         return datetime.fromisoformat(text)
     except ValueError:  # month 13, hour 25

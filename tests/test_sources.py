@@ -226,3 +226,44 @@ def test_nanosecond_times_are_read_to_the_microsecond() -> None:
     )
     with pytest.raises(Rejection):
         parse_time("2020-08-24T10:08:44", "t")
+
+
+def test_radio_metadata_that_is_not_a_measurement_is_left_out() -> None:
+    msg = {
+        "deviceInfo": {"devEui": "0101010101010101"},
+        "fCnt": 2**40,
+        "rxInfo": [
+            {"gatewayId": "gw\x00", "rssi": float("nan"), "snr": float("inf")},
+            {"gatewayId": "x" * 100, "rssi": True, "snr": 10**400},
+        ],
+    }
+    env = parse_chirpstack(CS_TOPIC.format(eui="0101010101010101"), json.dumps(msg).encode())
+    assert env.radio is not None
+    assert (env.radio.rssi_dbm, env.radio.snr_db, env.radio.frame_counter) == (None, None, None)
+    assert env.radio.gateway_id is None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("0001-01-01T00:00:00+01:00", RejectReason.IMPLAUSIBLE_TIMESTAMP),
+        ("2026-11-26T06:00:00", RejectReason.SCHEMA_VIOLATION),
+        (1764133200, RejectReason.SCHEMA_VIOLATION),
+        ("1764133200", RejectReason.SCHEMA_VIOLATION),
+        ("2026-02-30T00:00:00Z", RejectReason.SCHEMA_VIOLATION),
+    ],
+)
+def test_bad_envelope_times(value: object, reason: RejectReason) -> None:
+    with pytest.raises(Rejection) as info:
+        parse_time(value, "time")
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[" * 10_000 + b"]" * 10_000, b"1" * 5000, b"\xed\xa0\x80", b'{"a": ' + b"9" * 5000 + b"}"],
+)
+def test_every_way_json_can_fail_is_malformed_json(payload: bytes) -> None:
+    with pytest.raises(Rejection) as info:
+        parse_wmbusmeters("wmbusmeters/x", payload)
+    assert info.value.reason == RejectReason.MALFORMED_JSON
