@@ -363,7 +363,8 @@ class Pipeline:
             row = _reject_row(m, received, device_id, rej.reason, rej.detail)
             return [Decoded(m, None, row)]
         except Exception as exc:  # whatever a message contains, the stream goes on
-            log.exception("unexpected error decoding a message on %s", m.topic)
+            # Not a traceback per message: a flood of them must not flood the log.
+            log.warning("unexpected error decoding a message on %s: %s", m.topic, _exc_text(exc))
             detail = f"the message could not be decoded: {_exc_text(exc)}"
             row = _reject_row(m, received, device_id, RejectReason.UNDECODABLE_PAYLOAD, detail)
             return [Decoded(m, None, row)]
