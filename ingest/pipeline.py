@@ -104,7 +104,8 @@ class Stats:
         rej = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
         return (
             f"stored={self.stored} duplicates={self.duplicates} rejected[{rej}] "
-            f"batches={self.batches} acked={self.acked} write_retries={self.retries}"
+            f"batches={self.batches} acked={self.acked} write_retries={self.retries} "
+            f"repeated_rejections={self.repeated_rejections}"
         )
 
 
@@ -643,20 +644,24 @@ class Pipeline:
                 self.stats.rejected[str(d.row[3])] += 1
 
     def _to_batch(self, decoded: Sequence[Decoded]) -> WriteBatch:
-        """The rows to write, each tagged with its message (the index of its first row)."""
+        """The rows to write, each tagged with its message's position (its group): the rows of
+        one message are consecutive in `decoded`."""
         wb = WriteBatch()
-        messages: dict[int, tuple[int, Inbound]] = {}
-        tracked = self._tracked
+        messages: list[Inbound] = []
+        last: Inbound | None = None
+        group = -1
         for d in decoded:
-            group, _ = messages.setdefault(id(d.message), (len(messages), d.message))
+            if d.message is not last:
+                last = d.message
+                messages.append(last)
+                group += 1
             if d.kind is None:
                 wb.add_rejection(d.row, group)
             else:
                 wb.add_reading(d.kind, d.row, group)
-        by_group = {g: m for g, m in messages.values()}
 
         def conflict(group: int, detail: str) -> tuple[object, ...]:
-            m = by_group[group]
+            m = messages[group]
             received = datetime.fromtimestamp(m.received_at, UTC)
             device_id = next(
                 (str(d.row[0]) for d in decoded if d.message is m and d.kind is not None), None
@@ -664,16 +669,13 @@ class Pipeline:
             return _reject_row(m, received, device_id, RejectReason.CONFLICTING_DUPLICATE, detail)
 
         wb.conflict_rejection = conflict
-        if tracked:
-            for group, m in messages.values():
+        tracked = self._tracked
+        for group, m in enumerate(messages):
+            if m.dup:  # its rejection may be stored already
+                wb.redelivered_groups.add(group)
                 h = tracked.get(id(m))
-                if h is not None:
-                    wb.redelivered_groups.add(group)
+                if h is not None:  # counted: the count goes with the transaction storing it
                     wb.settled.append(h)
-        else:
-            for group, m in messages.values():
-                if m.dup:  # redelivered on a path that does not count attempts
-                    wb.redelivered_groups.add(group)
         return wb
 
 
