@@ -9,6 +9,7 @@ are read when the unit is one we know.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -44,7 +45,10 @@ def _number(value: object, units: Mapping[str, float] | None = None) -> float | 
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # beyond float range: out of any plausible range
+            return math.inf
     if isinstance(value, str):
         m = _NUMBER_UNIT.match(value)
         if not m:

@@ -1,21 +1,32 @@
 """The platform's native JSON payloads (topic `devices/{device_id}/telemetry`).
 
 Units are in the field names. `ts` is optional; when absent the time the platform received the
-message is used. A timestamp must carry its UTC offset: a naive device clock is ambiguous across
-the daylight-saving change, so it is refused rather than guessed.
+message is used. A timestamp is an RFC 3339 string and must carry its UTC offset: a naive device
+clock is ambiguous across the daylight-saving change, so it is refused rather than guessed; an
+epoch number is refused too (seconds or milliseconds? the docs promise RFC 3339).
+
+Types are strict: a coercion that would invent data is a schema violation. `true` is not the
+number 1, `1` or `"yes"` is not `occupied`, `"12.5"` is not a number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+)
 
 from devices.kinds import DeviceKind
 from devices.readings import ParkingReading, Reading, WasteColumnReading, WaterMeterReading
 from devices.rejections import Rejection, RejectReason
+from devices.timestamps import TS_PATTERN, rfc3339_problem
 
 WaterAlarm = Literal["leak", "burst", "backflow", "tamper", "dry", "low_battery"]
 WasteAlarm = Literal["fire", "tilt", "lid_open"]
@@ -24,30 +35,44 @@ WATER_ALARMS: tuple[str, ...] = WaterAlarm.__args__  # type: ignore[attr-defined
 WASTE_ALARMS: tuple[str, ...] = WasteAlarm.__args__  # type: ignore[attr-defined]
 
 
+# Strict where pydantic's lax mode would invent data: it reads `true` as 1.0, `"12.5"` as a
+# number, and `1`, `"yes"` or `"on"` as True. An integer is still a number.
+Number = Annotated[float, Strict()]
+Flag = Annotated[bool, Strict()]
+
+
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
-    ts: AwareDatetime | None = Field(default=None, examples=["2026-11-26T06:00:00+01:00"])
-    battery_pct: float | None = Field(default=None, ge=0, le=100)
+    # A string checked against RFC 3339 by pattern (in pydantic's core, cheap), turned into a
+    # datetime by `decode_native`: pydantic's own datetime parsing also takes epoch numbers,
+    # epochs in strings and times without seconds, which the docs do not promise.
+    ts: str | None = Field(
+        default=None,
+        pattern=TS_PATTERN,
+        description="RFC 3339 date-time with seconds and a UTC offset",
+        examples=["2026-11-26T06:00:00+01:00"],
+    )
+    battery_pct: Number | None = Field(default=None, ge=0, le=100)
 
 
 class WaterMeterPayload(_Payload):
-    index_m3: float = Field(ge=0, le=1e9, description="Cumulative volume, m³")
-    flow_m3h: float | None = Field(default=None, ge=-1e4, le=1e4, description="Flow, m³/h")
+    index_m3: Number = Field(ge=0, le=1e9, description="Cumulative volume, m³")
+    flow_m3h: Number | None = Field(default=None, ge=-1e4, le=1e4, description="Flow, m³/h")
     alarms: frozenset[WaterAlarm] = frozenset()
 
 
 class WasteColumnPayload(_Payload):
-    fill_pct: float | None = Field(default=None, ge=0, le=100)
-    distance_mm: float | None = Field(
+    fill_pct: Number | None = Field(default=None, ge=0, le=100)
+    distance_mm: Number | None = Field(
         default=None, ge=0, le=20_000, description="Sensor-to-content distance"
     )
-    temperature_c: float | None = Field(default=None, ge=-60, le=150)
+    temperature_c: Number | None = Field(default=None, ge=-60, le=150)
     alarms: frozenset[WasteAlarm] = frozenset()
 
 
 class ParkingPayload(_Payload):
-    occupied: bool
+    occupied: Flag
 
 
 PAYLOAD_MODELS: dict[DeviceKind, type[_Payload]] = {
@@ -73,7 +98,17 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False)[:5]:
         loc = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{loc}: {err['msg']}")
+        if loc == "ts":
+            value = err.get("input")
+            why = rfc3339_problem(value) if isinstance(value, str) else None
+            parts.append(
+                f"ts: {why or 'must be an RFC 3339 string'}, e.g. 2026-11-26T06:00:00+01:00"
+            )
+            continue
+        # The location may be a key the device sent: escaped and short, like any wire value.
+        parts.append(
+            f"{loc if loc.isprintable() and len(loc) <= 64 else repr(loc)[:64]}: {err['msg']}"
+        )
     return "; ".join(parts)
 
 
@@ -100,7 +135,15 @@ def decode_native(
 ) -> Reading:
     """Turn one native message into a reading, or raise `Rejection`."""
     payload = parse_payload(kind, raw)
-    ts = payload.ts or received_at
+    if payload.ts is None:
+        ts = received_at
+    else:
+        try:  # the shape is checked already (TS_PATTERN); Python 3.11 reads "Z" and nanoseconds
+            ts = datetime.fromisoformat(payload.ts.upper())
+        except ValueError:  # month 13, hour 25
+            raise Rejection(
+                RejectReason.SCHEMA_VIOLATION, f"ts: {payload.ts!r} is not a valid date-time"
+            ) from None
     if ts - received_at > future_tolerance:
         raise Rejection(
             RejectReason.FUTURE_TIMESTAMP,

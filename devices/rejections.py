@@ -17,6 +17,17 @@ class RejectReason(StrEnum):
     UNDECODABLE_PAYLOAD = "undecodable_payload"
     OUT_OF_RANGE = "out_of_range"
     NO_MEASUREMENT = "no_measurement"
+    # An envelope the source's parser could not read for a reason no specific check names.
+    MALFORMED_ENVELOPE = "malformed_envelope"
+    # The topic and the payload name different devices, or the device named is not bound to
+    # the identity the gateway delivered (a native-only device reached through a gateway).
+    IDENTITY_MISMATCH = "identity_mismatch"
+    # A reading at a (device, time) that already holds a different reading.
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    # Before the platform's lower bound (a reset clock, year 1, 1900).
+    IMPLAUSIBLE_TIMESTAMP = "implausible_timestamp"
+    # A message redelivered after the ingest died while processing it, too many times.
+    POISON = "poison"
 
 
 class Rejection(Exception):

@@ -42,6 +42,9 @@ class Inbound:
     received_at: float
     generation: int
     source: SourceKind
+    # The broker's DUP flag: it sent this message before (to us or a process before us)
+    # without receiving our acknowledgement.
+    dup: bool = False
 
 
 @dataclass(frozen=True)
@@ -330,6 +333,7 @@ class MqttCollector:
                 time.time(),
                 self.generation,
                 source,
+                msg.dup,
             )
         )
         if msg.qos:

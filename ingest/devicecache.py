@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from devices.identity import VALIDATORS
 from devices.kinds import DeviceKind
 from storage.registry import DeviceRecord, devices_changed_since, get_devices
 
@@ -72,7 +73,9 @@ class DeviceCache:
         """Look up (identity, key) pairs not in the cache, in one query."""
         missing: dict[str, set[str]] = {"id": set(), "dev_eui": set(), "wmbus_id": set()}
         for identity, key in wanted:
-            if key not in self._by[identity]:
+            # A key no registered device can have is not looked up: it could only make the
+            # query fail (a NUL character) for the whole batch.
+            if key not in self._by[identity] and VALIDATORS[identity](key):
                 missing[identity].add(key)
         if any(missing.values()):
             self._absorb(

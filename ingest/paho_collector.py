@@ -136,6 +136,7 @@ class PahoCollector:
                     time.time(),
                     self.generation,
                     source,
+                    bool(msg.dup),
                 )
             )
             wake()

@@ -6,6 +6,13 @@ holding its readings and its rejected messages; only then are its messages ackno
 broker. Transient database failures keep the batch and retry with backoff (the broker holds
 everything else meanwhile); a permanent failure isolates the offending message and rejects it.
 The next batch is collected and decoded while one is being written (see `Pipeline.run`).
+
+Whatever a message contains, it becomes readings or a rejected message with a reason: every
+per-message step (envelope, registry key, decoding, checks) is isolated, and an unexpected
+exception is a rejection, never the end of the process. A message that kills the process anyway
+(memory, a crash below Python) comes back from the broker marked as redelivered (DUP); those are
+counted (storage.deliveries) and quarantined as `poison` once they have been processed, alone,
+by a process that died (see `Pipeline._redelivered`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,17 +33,25 @@ import asyncpg
 
 from devices.decoders import DECODERS, Uplink
 from devices.decoders.ranges import check_ranges
+from devices.identity import VALIDATORS
 from devices.kinds import DeviceKind
 from devices.lns_objects import from_object
 from devices.native import decode_native
 from devices.readings import Reading
 from devices.rejections import Rejection, RejectReason
+from devices.timestamps import DEFAULT_PAST_TOLERANCE, check_reading_time
 from ingest.collector import Collector, Inbound
 from ingest.devicecache import DeviceCache, KnownDevice
 from ingest.sources import Envelope, IdentityKind, parse
+from storage.deliveries import (
+    count_attempt,
+    delivery_attempts,
+    delivery_hash,
+    forget_stale_deliveries,
+)
 from storage.errors import is_transient
 from storage.pool import backend_identity, connect, terminate_backend
-from storage.readings import WriteBatch, prepare_writer, reading_row, write_batch
+from storage.readings import WriteBatch, WriteResult, prepare_writer, reading_row, write_batch
 
 log = logging.getLogger("territory.ingest")
 
@@ -49,10 +66,22 @@ class PipelineConfig:
     batch_max_messages: int = 2000
     batch_max_delay_s: float = 0.05
     future_tolerance: timedelta = timedelta(minutes=10)
+    past_tolerance: timedelta = DEFAULT_PAST_TOLERANCE
     device_refresh_s: float = 2.0
     shutdown_grace_s: float = 10.0
     command_timeout_s: float = 60.0
     rejected_payload_max_bytes: int = 64 * 1024
+    # Tests only (TERRITORY_TEST_CRASH_MARKER): a payload containing these bytes makes the
+    # process exit while decoding it, standing in for a message that kills the ingest.
+    crash_marker: bytes | None = None
+
+
+# Processing attempts (by ingest processes that then died) after which a redelivered message
+# is not processed again but stored as rejected, reason `poison`. The first delivery is not
+# counted (nothing is tracked on the normal path), so a message that kills the process is
+# processed at most three times: with its batch, again with its batch once redelivered, then
+# alone; its fourth delivery is quarantined.
+POISON_AFTER = 2
 
 
 @dataclass
@@ -67,6 +96,7 @@ class Stats:
         self.stored = 0
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
+        self.repeated_rejections = 0  # redelivered rejections already stored
         self.batches = 0
         self.retries = 0
         self.acked = 0
@@ -75,7 +105,8 @@ class Stats:
         rej = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
         return (
             f"stored={self.stored} duplicates={self.duplicates} rejected[{rej}] "
-            f"batches={self.batches} acked={self.acked} write_retries={self.retries}"
+            f"batches={self.batches} acked={self.acked} write_retries={self.retries} "
+            f"repeated_rejections={self.repeated_rejections}"
         )
 
 
@@ -96,6 +127,10 @@ class Pipeline:
         self._queue: deque[Inbound] = deque()
         self._stopping = False
         self._stop_deadline = 0.0
+        # Who counts delivery attempts (storage.deliveries): a new id per process.
+        self._process = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # Redelivered messages being processed: id(Inbound) → delivery hash.
+        self._tracked: dict[int, bytes] = {}
 
     # -- wake-up from the MQTT side ------------------------------------------------------------
 
@@ -148,7 +183,8 @@ class Pipeline:
         delay = 0.5
         while not stop.is_set():
             try:
-                await self._connection()
+                conn = await self._connection()
+                await forget_stale_deliveries(conn)
                 await self.cache.refresh_if_due(await self._lookup_connection())
                 return True
             except Exception as exc:
@@ -185,7 +221,15 @@ class Pipeline:
                 if self._stopping and not collector.queue:
                     break
                 batch = await self._collect(collector, stop)
-                if batch:
+                if batch and any(m.dup for m in batch):
+                    # Rare (after a restart or reconnect): in order, after the write in hand.
+                    if writing is not None and not await writing:
+                        writing = None
+                        break
+                    writing = None
+                    if not await self._redelivered(collector, batch):
+                        break
+                elif batch:
                     decoded = await self._decode_retrying(batch, collector)
                     if decoded is None:
                         break  # gave up during shutdown: unacked messages are redelivered
@@ -257,8 +301,25 @@ class Pipeline:
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def _envelope(self, m: Inbound) -> Envelope:
-        return parse(m.source, m.topic, m.payload, self.config.topic_prefix)
+    def _envelope(self, m: Inbound) -> Envelope | Rejection:
+        """The message's envelope, or why it has none; never raises."""
+        try:
+            env = parse(m.source, m.topic, m.payload, self.config.topic_prefix)
+        except Rejection as rej:
+            return rej
+        except Exception as exc:  # a parser bug must not stop the stream
+            return Rejection(
+                RejectReason.MALFORMED_ENVELOPE,
+                f"the {m.source.value} envelope could not be read: {_exc_text(exc)}",
+            )
+        if not VALIDATORS[env.identity.value](env.key):
+            # No registered device can have this key (the registry's CHECK constraints): it
+            # never reaches a query.
+            return Rejection(
+                RejectReason.UNKNOWN_DEVICE,
+                f"{env.identity.value} {env.key!r:.80} cannot be a registered device's",
+            )
+        return env
 
     def _decode(self, m: Inbound, envelope: Envelope | Rejection) -> list[Decoded]:
         received = datetime.fromtimestamp(m.received_at, UTC)
@@ -276,6 +337,15 @@ class Pipeline:
                     f"no device is registered with {env.identity.value} {env.key!r}",
                 )
             device_id = dev.id
+            if env.identity is IdentityKind.DEVICE_ID and not env.native and dev.dev_eui is None:
+                # A network server naming a device by id alone (TTS field-masked messages)
+                # speaks only for LoRaWAN devices; a native-only device is reached through its
+                # own topic, bound to its own credentials, and nothing else.
+                raise Rejection(
+                    RejectReason.IDENTITY_MISMATCH,
+                    f"device {dev.id!r} has no DevEUI: it is not reachable through a network "
+                    "server",
+                )
             if not dev.active:
                 raise Rejection(
                     RejectReason.INACTIVE_DEVICE, f"device {dev.id!r} is decommissioned"
@@ -283,18 +353,23 @@ class Pipeline:
             readings = self._readings(dev, env, received)
             out = []
             for reading in readings:
-                if reading.ts - received > self.config.future_tolerance:
-                    raise Rejection(
-                        RejectReason.FUTURE_TIMESTAMP,
-                        f"ts {reading.ts.isoformat()} is more than "
-                        f"{self.config.future_tolerance} ahead of the time received "
-                        f"{received.isoformat()}",
-                    )
+                check_reading_time(
+                    reading.ts,
+                    received,
+                    future_tolerance=self.config.future_tolerance,
+                    past_tolerance=self.config.past_tolerance,
+                )
                 check_ranges(reading)
                 out.append(Decoded(m, dev.kind, reading_row(dev.id, received, reading, env.radio)))
             return out
         except Rejection as rej:
             row = _reject_row(m, received, device_id, rej.reason, rej.detail)
+            return [Decoded(m, None, row)]
+        except Exception as exc:  # whatever a message contains, the stream goes on
+            # Not a traceback per message: a flood of them must not flood the log.
+            log.warning("unexpected error decoding a message on %s: %s", m.topic, _exc_text(exc))
+            detail = f"the message could not be decoded: {_exc_text(exc)}"
+            row = _reject_row(m, received, device_id, RejectReason.UNDECODABLE_PAYLOAD, detail)
             return [Decoded(m, None, row)]
 
     def _readings(self, dev: KnownDevice, env: Envelope, received: datetime) -> list[Reading]:
@@ -329,7 +404,7 @@ class Pipeline:
             except Exception as exc:  # a decoder bug must not stop the stream
                 raise Rejection(
                     RejectReason.UNDECODABLE_PAYLOAD,
-                    f"decoder {dev.decoder} failed: {type(exc).__name__}: {exc}",
+                    f"decoder {dev.decoder} failed: {_exc_text(exc)}",
                 ) from exc
         elif env.decoded is not None and env.identity is not IdentityKind.WMBUS_ID:
             readings = from_object(dev.kind, env.decoded, ts, dev.attributes)
@@ -343,17 +418,24 @@ class Pipeline:
             raise Rejection(RejectReason.NO_MEASUREMENT, "the frame carries no measurement")
         return readings
 
-    async def _decode_all(self, batch: Sequence[Inbound]) -> list[Decoded]:
+    async def _decode_all(
+        self, batch: Sequence[Inbound], poison: dict[int, int] | None = None
+    ) -> list[Decoded]:
+        """Decode a batch. `poison`: id(message) → attempts, for redelivered messages that
+        are quarantined instead of processed."""
+        marker = self.config.crash_marker
         envelopes: list[Envelope | Rejection] = []
         wanted: set[tuple[str, str]] = set()
         for m in batch:
-            try:
-                env = self._envelope(m)
-            except Rejection as rej:
-                envelopes.append(rej)
+            if poison and id(m) in poison:
+                envelopes.append(_poison(poison[id(m)]))
                 continue
+            if marker is not None and marker in m.payload:
+                log.critical("test crash marker found in a message on %s: exiting", m.topic)
+                os._exit(70)
+            env = self._envelope(m)
             envelopes.append(env)
-            if self.cache.get(env.key, env.identity.value) is None:
+            if isinstance(env, Envelope) and self.cache.get(env.key, env.identity.value) is None:
                 wanted.add((env.identity.value, env.key))
         if wanted:
             await self.cache.lookup_missing(await self._lookup_connection(), wanted)
@@ -361,6 +443,81 @@ class Pipeline:
         for m, parsed in zip(batch, envelopes, strict=True):
             out.extend(self._decode(m, parsed))
         return out
+
+    # -- redelivered messages ------------------------------------------------------------------
+
+    async def _redelivered(self, collector: Collector, batch: list[Inbound]) -> bool:
+        """A batch holding messages the broker redelivered (DUP): after a restart or a
+        reconnect, or because a message killed the process that had it.
+
+        Each redelivered message's attempts are counted (its own committed statement) before
+        it is processed. Never counted before: processed with its batch. Counted once (its
+        batch was in hand when a process died): processed alone, so that a killer takes no
+        innocent message with it and only the killer is counted again. Counted twice (it died
+        alone): stored as rejected, reason `poison`, and acknowledged. Acks stay in arrival
+        order. False: gave up at shutdown."""
+        hashes = {id(m): delivery_hash(m.topic, m.payload) for m in batch if m.dup and m.qos}
+        attempts = await self._retrying(
+            "delivery tracking",
+            lambda: self._attempts(list(hashes.values())),
+            self._drop_connection,
+            batch,
+            collector,
+        )
+        if attempts is None:
+            return False
+        segments: list[tuple[list[Inbound], dict[int, int]]] = []
+        current: list[Inbound] = []
+        poison: dict[int, int] = {}
+        for m in batch:
+            n = attempts.get(hashes[id(m)], 0) if id(m) in hashes else 0
+            if n >= POISON_AFTER:
+                poison[id(m)] = n
+                current.append(m)
+            elif n >= 1:
+                if current:
+                    segments.append((current, poison))
+                    current, poison = [], {}
+                segments.append(([m], {}))
+            else:
+                current.append(m)
+        if current:
+            segments.append((current, poison))
+        self._tracked = hashes
+        try:
+            for messages, quarantined in segments:
+                counted = [
+                    hashes[id(m)] for m in messages if id(m) in hashes and id(m) not in quarantined
+                ]
+                if counted:
+                    done = await self._retrying(
+                        "delivery tracking",
+                        lambda c=counted: self._count_attempt(c),  # type: ignore[misc]
+                        self._drop_connection,
+                        messages,
+                        collector,
+                    )
+                    if done is None:
+                        return False
+                decoded = await self._retrying(
+                    "device lookup",
+                    lambda ms=messages, q=quarantined: self._decode_all(ms, q),  # type: ignore[misc]
+                    self._drop_lookup_connection,
+                    messages,
+                    collector,
+                )
+                if decoded is None or not await self._write_and_ack(collector, messages, decoded):
+                    return False
+        finally:
+            self._tracked = {}
+        return True
+
+    async def _attempts(self, hashes: list[bytes]) -> dict[bytes, int]:
+        return await delivery_attempts(await self._connection(), hashes)
+
+    async def _count_attempt(self, hashes: list[bytes]) -> bool:
+        await count_attempt(await self._connection(), hashes, self._process)
+        return True
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -432,14 +589,14 @@ class Pipeline:
     async def _write(self, decoded: list[Decoded]) -> None:
         conn = await self._connection()
         try:
-            result = await write_batch(conn, _to_batch(decoded), **self._write_options)
+            result = await write_batch(conn, self._to_batch(decoded), **self._write_options)
         except Exception as exc:
             if is_transient(exc):
                 raise
             log.error("batch write failed permanently (%s); isolating the bad message(s)", exc)
             await self._write_one_by_one(conn, decoded)
             return
-        self._count(decoded, result.inserted, result.duplicates)
+        self._count(decoded, result)
 
     async def _write_one_by_one(self, conn: asyncpg.Connection, decoded: list[Decoded]) -> None:
         groups: dict[int, list[Decoded]] = {}
@@ -447,8 +604,8 @@ class Pipeline:
             groups.setdefault(id(d.message), []).append(d)
         for group in groups.values():
             try:
-                result = await write_batch(conn, _to_batch(group), **self._write_options)
-                self._count(group, result.inserted, result.duplicates)
+                result = await write_batch(conn, self._to_batch(group), **self._write_options)
+                self._count(group, result)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -458,31 +615,102 @@ class Pipeline:
                 dev_id = str(first.row[0] if first.kind is not None else first.row[2] or "")
                 detail = f"{type(exc).__name__}: {exc}"
                 row = _reject_row(m, received, dev_id, WRITE_FAILED, detail)
-                await write_batch(conn, WriteBatch(rejections=[row]), **self._write_options)
+                rejected = self._to_batch([Decoded(m, None, row)])
+                try:
+                    await write_batch(conn, rejected, **self._write_options)
+                except Exception as again:
+                    if is_transient(again):
+                        raise
+                    # Even the rejected row was refused (a topic the database cannot store?):
+                    # keep what can be kept rather than stop the stream on it.
+                    log.error(
+                        "rejected message refused too (%s); storing it without its topic "
+                        "and payload",
+                        again,
+                    )
+                    rejected.rejections = [
+                        (received, repr(m.topic)[:200], None, WRITE_FAILED, detail[:2000], b"")
+                    ]
+                    rejected.redelivered_groups = set()
+                    await write_batch(conn, rejected, **self._write_options)
                 self.stats.rejected[WRITE_FAILED] += 1
 
-    def _count(self, decoded: Sequence[Decoded], inserted: int, duplicates: int) -> None:
-        self.stats.stored += inserted
-        self.stats.duplicates += duplicates
+    def _count(self, decoded: Sequence[Decoded], result: WriteResult) -> None:
+        self.stats.stored += result.inserted
+        self.stats.duplicates += result.duplicates
+        self.stats.repeated_rejections += result.repeated_rejections
+        if result.conflicting:
+            self.stats.rejected[RejectReason.CONFLICTING_DUPLICATE.value] += result.conflicting
         for d in decoded:
             if d.kind is None:
                 self.stats.rejected[str(d.row[3])] += 1
+
+    def _to_batch(self, decoded: Sequence[Decoded]) -> WriteBatch:
+        """The rows to write, each tagged with its message's position (its group): the rows of
+        one message are consecutive in `decoded`."""
+        wb = WriteBatch()
+        messages: list[Inbound] = []
+        last: Inbound | None = None
+        group = -1
+        for d in decoded:
+            if d.message is not last:
+                last = d.message
+                messages.append(last)
+                group += 1
+            if d.kind is None:
+                wb.add_rejection(d.row, group)
+            else:
+                wb.add_reading(d.kind, d.row, group)
+
+        def conflict(group: int, detail: str) -> tuple[object, ...]:
+            m = messages[group]
+            received = datetime.fromtimestamp(m.received_at, UTC)
+            device_id = next(
+                (str(d.row[0]) for d in decoded if d.message is m and d.kind is not None), None
+            )
+            return _reject_row(m, received, device_id, RejectReason.CONFLICTING_DUPLICATE, detail)
+
+        wb.conflict_rejection = conflict
+        tracked = self._tracked
+        for group, m in enumerate(messages):
+            if m.dup:  # its rejection may be stored already
+                wb.redelivered_groups.add(group)
+                h = tracked.get(id(m))
+                if h is not None:  # counted: the count goes with the transaction storing it
+                    wb.settled.append(h)
+        return wb
+
+
+def _exc_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _poison(attempts: int) -> Rejection:
+    return Rejection(
+        RejectReason.POISON,
+        f"redelivered after {attempts} ingest processes died while processing it (the last "
+        "time alone); quarantined instead of processed again",
+    )
+
+
+def _clean_text(text: str) -> str:
+    """Text the database stores as is: no NUL (PostgreSQL text refuses it), no lone
+    surrogate (not UTF-8)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _reject_row(
     m: Inbound, received: datetime, device_id: str | None, reason: str, detail: str
 ) -> tuple[object, ...]:
-    return (received, m.topic, device_id, str(reason), detail[:2000], m.payload)
-
-
-def _to_batch(decoded: Sequence[Decoded]) -> WriteBatch:
-    wb = WriteBatch()
-    for d in decoded:
-        if d.kind is None:
-            wb.rejections.append(d.row)
-        else:
-            wb.add_reading(d.kind, d.row)
-    return wb
+    if device_id is not None and not VALIDATORS["id"](device_id):
+        device_id = None  # not a registered device's: the topic and payload say the rest
+    return (received, m.topic, device_id, str(reason), _clean_text(detail[:2000]), m.payload)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from datetime import timedelta
 
@@ -35,9 +36,11 @@ async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> N
             batch_max_messages=settings.batch_max_messages,
             batch_max_delay_s=settings.batch_max_delay_ms / 1000,
             future_tolerance=timedelta(seconds=settings.future_tolerance_s),
+            past_tolerance=timedelta(days=settings.past_tolerance_days),
             device_refresh_s=settings.device_refresh_s,
             command_timeout_s=settings.db_command_timeout_s,
             rejected_payload_max_bytes=settings.rejected_payload_max_bytes,
+            crash_marker=_test_crash_marker(),
         )
     )
     target = settings.mqtt
@@ -66,6 +69,13 @@ async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> N
         await pipeline.run(collector, stop)
     finally:
         await collector.close()
+
+
+def _test_crash_marker() -> bytes | None:
+    """TERRITORY_TEST_CRASH_MARKER, for the poison-message tests only (never in Settings:
+    nothing to configure in production, and a misconfiguration cannot enable it there)."""
+    marker = os.environ.get("TERRITORY_TEST_CRASH_MARKER", "")
+    return marker.encode() if len(marker) >= 16 else None
 
 
 def main(settings: Settings) -> None:

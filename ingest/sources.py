@@ -9,7 +9,12 @@ Trust: on the native topic the device id is the topic level, bound to the device
 credentials. On gateway topics (ChirpStack, The Things Stack, wmbusmeters) the envelope is
 written by the network server or gateway, which authenticates to the broker with its own
 credentials; the radio identity inside that envelope (DevEUI, meter id) is the network's word,
-not the device's payload, and is what the registry binds.
+not the device's payload, and is what the registry binds. The topic names the device too, and
+the two must agree (`identity_mismatch` otherwise): an ACL on the topic then bounds what a
+gateway's credentials can speak for.
+
+Every parser either returns an `Envelope` or raises `Rejection`; the pipeline turns anything
+else a parser raises into a rejection too, so no envelope can stop the stream.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +30,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from devices.identity import valid_device_id, valid_wmbus_id
 from devices.rejections import Rejection, RejectReason
+from devices.timestamps import parse_rfc3339
 from storage.readings import RadioMeta
 
 
@@ -65,17 +73,39 @@ def _bad(detail: str) -> Rejection:
     return Rejection(RejectReason.SCHEMA_VIOLATION, detail)
 
 
-def _json_object(payload: bytes) -> dict[str, Any]:
+def _mismatch(detail: str) -> Rejection:
+    return Rejection(RejectReason.IDENTITY_MISMATCH, detail)
+
+
+def _show(value: object, limit: int = 80) -> str:
+    """A wire value quoted for a rejection detail: escaped (no NUL, no lone surrogate reaches
+    the database) and short (a 1 MB string is not copied into every detail)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def json_loads(payload: bytes) -> object:
+    """JSON as a network server or gateway wrote it; every way it can fail is `malformed_json`.
+
+    Beyond syntax errors: invalid UTF-8, nesting deep enough to exhaust the parser's recursion
+    (RecursionError), integers past Python's digit limit (ValueError)."""
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejection(RejectReason.MALFORMED_JSON, f"not JSON: {exc}") from exc
+        return json.loads(payload)
+    except UnicodeDecodeError as exc:
+        raise Rejection(RejectReason.MALFORMED_JSON, f"not UTF-8: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise Rejection(RejectReason.MALFORMED_JSON, f"not JSON: {exc}") from None
+    except RecursionError:
+        raise Rejection(RejectReason.MALFORMED_JSON, "JSON nested too deeply") from None
+    except ValueError as exc:
+        raise Rejection(RejectReason.MALFORMED_JSON, f"not JSON: {_show(str(exc))}") from None
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    obj = json_loads(payload)
     if not isinstance(obj, dict):
         raise _bad("the envelope must be a JSON object")
     return obj
-
-
-_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def parse_time(value: object, what: str) -> datetime | None:
@@ -84,14 +114,16 @@ def parse_time(value: object, what: str) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise _bad(f"{what} must be an RFC 3339 string")
-    text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00")
     try:
-        ts = datetime.fromisoformat(text)
+        ts = parse_rfc3339(value)
     except ValueError as exc:
-        raise _bad(f"{what} is not an RFC 3339 time: {value!r}") from exc
-    if ts.tzinfo is None:
-        raise _bad(f"{what} has no UTC offset: {value!r}")
-    return ts.astimezone(UTC)
+        raise _bad(f"{what} {exc}: {_show(value)}") from None
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise Rejection(
+            RejectReason.IMPLAUSIBLE_TIMESTAMP, f"{what} is out of range: {_show(value)}"
+        ) from None
 
 
 def _b64(value: object, what: str) -> bytes:
@@ -107,7 +139,7 @@ def _b64(value: object, what: str) -> bytes:
 
 def _eui(value: object, what: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[0-9A-Fa-f]{16}", value):
-        raise _bad(f"{what} must be a 16-digit hexadecimal DevEUI, got {value!r}")
+        raise _bad(f"{what} must be a 16-digit hexadecimal DevEUI, got {_show(value)}")
     return value.lower()
 
 
@@ -119,6 +151,27 @@ def _port(value: object, what: str) -> int | None:
     return value
 
 
+def _frame_counter(value: object) -> int | None:
+    """LoRaWAN frame counters are 32-bit; anything else is not one (and would not fit)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
+        return value
+    return None
+
+
+def _gateway_id(value: object) -> str | None:
+    """A gateway id or EUI as a short printable string, else none: it is metadata, and a
+    hostile one (NUL, a lone surrogate, megabytes) must not cost the reading."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value) if abs(value) < 10**20 else None
+    if not isinstance(value, str) or not value or len(value) > 64 or not value.isprintable():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def _best_rx(rx: object) -> Mapping[str, Any] | None:
     """The gateway that heard the frame best (highest RSSI)."""
     if not isinstance(rx, list):
@@ -126,17 +179,45 @@ def _best_rx(rx: object) -> Mapping[str, Any] | None:
     candidates = [r for r in rx if isinstance(r, dict)]
     if not candidates:
         return None
-    return max(candidates, key=lambda r: _num(r.get("rssi")) or -1e9)
+    return max(candidates, key=_rssi_rank)
+
+
+def _rssi_rank(r: Mapping[str, Any]) -> float:
+    rssi = _num(r.get("rssi"))
+    return -math.inf if rssi is None else rssi
 
 
 def _num(value: object) -> float | None:
+    """A finite number, else none (NaN or Infinity from a network server is no measurement)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            f = float(value)
+        except OverflowError:  # an integer beyond float range
+            return None
+        return f if math.isfinite(f) else None
     return None
 
 
 def _object(value: object) -> Mapping[str, Any] | None:
     return value if isinstance(value, dict) and value else None
+
+
+def _radio(best: Mapping[str, Any] | None, fcnt: object, gateway: object) -> RadioMeta:
+    return RadioMeta(
+        rssi_dbm=_num(best.get("rssi")) if best else None,
+        snr_db=_num(best.get("snr")) if best else None,
+        frame_counter=_frame_counter(fcnt),
+        gateway_id=_gateway_id(gateway),
+    )
+
+
+def _topic_level_after(topic: str, marker: str) -> str | None:
+    """The level that follows `marker` in a topic (`.../device/{devEui}/...`)."""
+    parts = topic.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part == marker:
+            return parts[i + 1]
+    return None
 
 
 # -- parsers -------------------------------------------------------------------------------------
@@ -146,26 +227,35 @@ def parse_native(topic: str, payload: bytes, prefix: str) -> Envelope:
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != prefix or parts[2] != "telemetry" or not parts[1]:
         raise Rejection(RejectReason.UNKNOWN_TOPIC, f"expected {prefix}/<device_id>/telemetry")
+    if not valid_device_id(parts[1]):
+        raise Rejection(
+            RejectReason.UNKNOWN_DEVICE,
+            f"{_show(parts[1])} cannot be a device id (letters, digits, '.', '_', '-'; ≤ 64)",
+        )
     return Envelope(IdentityKind.DEVICE_ID, parts[1], payload, native=True)
 
 
 def parse_chirpstack(topic: str, payload: bytes) -> Envelope:
-    """ChirpStack v4 MQTT integration `up` event (Protobuf JSON mapping, lowerCamelCase)."""
+    """ChirpStack v4 MQTT integration `up` event (Protobuf JSON mapping, lowerCamelCase).
+
+    Topic `application/{applicationId}/device/{devEui}/event/up`: its DevEUI must be the
+    envelope's `deviceInfo.devEui`."""
     obj = _json_object(payload)
     info = obj.get("deviceInfo")
     if not isinstance(info, dict):
         raise _bad("deviceInfo is missing")
     eui = _eui(info.get("devEui"), "deviceInfo.devEui")
-    parts = topic.split("/")
-    if len(parts) >= 4 and parts[2] == "device" and parts[3].lower() != eui:
-        raise _bad(f"topic DevEUI {parts[3]} differs from deviceInfo.devEui {eui}")
+    in_topic = _topic_level_after(topic, "device")
+    if in_topic is None:
+        raise _mismatch("the topic names no device (expected .../device/{devEui}/event/up)")
+    if in_topic.lower() != eui:
+        raise _mismatch(f"topic DevEUI {_show(in_topic)} differs from deviceInfo.devEui {eui}")
     best = _best_rx(obj.get("rxInfo"))
     time = parse_time(obj.get("time"), "time")
     if time is None and best is not None:
         time = parse_time(
             best.get("gwTime") or best.get("time") or best.get("nsTime"), "rxInfo.time"
         )
-    fcnt = obj.get("fCnt", 0)
     return Envelope(
         IdentityKind.DEV_EUI,
         eui,
@@ -173,17 +263,15 @@ def parse_chirpstack(topic: str, payload: bytes) -> Envelope:
         port=_port(obj.get("fPort"), "fPort"),
         time=time,
         decoded=_object(obj.get("object")),
-        radio=RadioMeta(
-            rssi_dbm=_num(best.get("rssi")) if best else None,
-            snr_db=_num(best.get("snr")) if best else None,
-            frame_counter=fcnt if isinstance(fcnt, int) else None,
-            gateway_id=str(best.get("gatewayId")) if best and best.get("gatewayId") else None,
-        ),
+        radio=_radio(best, obj.get("fCnt", 0), best.get("gatewayId") if best else None),
     )
 
 
 def parse_tts(topic: str, payload: bytes) -> Envelope:
-    """The Things Stack v3 uplink message (snake_case; zero values are left out)."""
+    """The Things Stack v3 uplink message (snake_case; zero values are left out).
+
+    Topic `v3/{application}@{tenant}/devices/{device_id}/up`: its device id must be the
+    envelope's `end_device_ids.device_id` (TTS always sends it)."""
     obj = _json_object(payload)
     if "result" in obj and "uplink_message" not in obj and isinstance(obj["result"], dict):
         obj = obj["result"]  # the Storage Integration API wraps each message
@@ -191,14 +279,26 @@ def parse_tts(topic: str, payload: bytes) -> Envelope:
     up = obj.get("uplink_message")
     if not isinstance(ids, dict) or not isinstance(up, dict):
         raise _bad("end_device_ids and uplink_message are required")
+    tts_id = ids.get("device_id")
+    in_topic = _topic_level_after(topic, "devices")
+    if in_topic is None:
+        raise _mismatch("the topic names no device (expected v3/{app}/devices/{device_id}/up)")
+    if not isinstance(tts_id, str) or tts_id != in_topic:
+        raise _mismatch(
+            f"topic device {_show(in_topic)} differs from end_device_ids.device_id {_show(tts_id)}"
+        )
     if ids.get("dev_eui"):
         identity, key = IdentityKind.DEV_EUI, _eui(ids.get("dev_eui"), "end_device_ids.dev_eui")
-    elif isinstance(ids.get("device_id"), str) and ids["device_id"]:
-        # Field-masked messages (Storage Integration) may leave the DevEUI out; the TTS device
-        # id then names the device, and matches a device registered under the same id.
-        identity, key = IdentityKind.DEVICE_ID, ids["device_id"]
     else:
-        raise _bad("end_device_ids has neither dev_eui nor device_id")
+        # Field-masked messages (Storage Integration) may leave the DevEUI out; the TTS device
+        # id then names the device, which must be registered under the same id *and* with a
+        # DevEUI (checked by the pipeline): a native-only device is never reached this way.
+        if not valid_device_id(tts_id):
+            raise Rejection(
+                RejectReason.UNKNOWN_DEVICE,
+                f"end_device_ids.device_id {_show(tts_id)} cannot be a device id",
+            )
+        identity, key = IdentityKind.DEVICE_ID, tts_id
     best = _best_rx(up.get("rx_metadata"))
     gateway = None
     if best and isinstance(best.get("gateway_ids"), dict):
@@ -207,7 +307,7 @@ def parse_tts(topic: str, payload: bytes) -> Envelope:
     time = parse_time(up.get("received_at"), "uplink_message.received_at") or parse_time(
         obj.get("received_at"), "received_at"
     )
-    fcnt = up.get("f_cnt", 0)  # left out when zero
+    gateway_id = _gateway_id(gateway)
     return Envelope(
         identity,
         key,
@@ -215,22 +315,37 @@ def parse_tts(topic: str, payload: bytes) -> Envelope:
         port=_port(up.get("f_port"), "uplink_message.f_port"),
         time=time,
         decoded=_object(up.get("decoded_payload")),
-        radio=RadioMeta(
-            rssi_dbm=_num(best.get("rssi")) if best else None,
-            snr_db=_num(best.get("snr")) if best else None,
-            frame_counter=fcnt if isinstance(fcnt, int) else None,
-            gateway_id=str(gateway).lower() if gateway else None,
-        ),
+        radio=_radio(best, up.get("f_cnt", 0), gateway_id.lower() if gateway_id else None),
     )
 
 
 def parse_wmbusmeters(topic: str, payload: bytes) -> Envelope:
-    """One telegram as wmbusmeters publishes it: a flat JSON object with the meter `id`."""
+    """One telegram as wmbusmeters publishes it: a flat JSON object with the meter `id`.
+
+    wmbusmeters publishes through a shell command the gateway's owner writes; the usual topics
+    are `wmbusmeters/{id}` and `wmbusmeters/{name}` (the meter's configured name, also in the
+    JSON). When the topic has a level below `wmbusmeters`, its last level must be the meter's
+    `id` or `name`."""
     obj = _json_object(payload)
     meter_id = obj.get("id")
-    if not isinstance(meter_id, str | int) or isinstance(meter_id, bool) or str(meter_id) == "":
-        raise _bad("the meter JSON has no `id`")
-    return Envelope(IdentityKind.WMBUS_ID, str(meter_id).lower(), payload, decoded=obj)
+    if isinstance(meter_id, int) and not isinstance(meter_id, bool) and 0 <= meter_id < 10**16:
+        meter_id = str(meter_id)
+    if not isinstance(meter_id, str) or meter_id == "":
+        raise _bad("the meter JSON has no `id` (a string)")
+    key = meter_id.lower()
+    parts = topic.split("/")
+    if len(parts) > 1 and parts[-1]:
+        name = obj.get("name")
+        if parts[-1].lower() != key and not (isinstance(name, str) and parts[-1] == name):
+            raise _mismatch(
+                f"topic level {_show(parts[-1])} is neither the meter id {_show(meter_id)} "
+                f"nor its name {_show(name)}"
+            )
+    if not valid_wmbus_id(key):
+        raise Rejection(
+            RejectReason.UNKNOWN_DEVICE, f"meter id {_show(meter_id)} cannot be a wM-Bus id"
+        )
+    return Envelope(IdentityKind.WMBUS_ID, key, payload, decoded=obj)
 
 
 def parse(kind: SourceKind, topic: str, payload: bytes, native_prefix: str) -> Envelope:

@@ -4,13 +4,16 @@ Writes use binary COPY, the fastest bulk path PostgreSQL has. COPY cannot skip c
 batch is first copied straight into its tables inside a savepoint; when a row is already there
 (a redelivered message) the savepoint is rolled back and the batch goes through a per-connection
 temporary staging table and `INSERT … SELECT … ON CONFLICT DO NOTHING` onto the (device_id, ts)
-key, which makes the redelivery a no-op.
+key, which makes the redelivery a no-op. On that path the rows whose key is already taken are
+compared with what is stored: the same measurement is a redelivery (skipped, counted as a
+duplicate); a different one is a conflict, and its whole message becomes a rejected message
+(`conflicting_duplicate`) in the same transaction, never a silent drop.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,6 +98,10 @@ REJECT_COLUMNS = (
     "payload_truncated",
 )
 REJECTED_PAYLOAD_MAX_BYTES = 64 * 1024
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+# A redelivered message's earlier rejection is looked for this far back (the broker keeps a
+# session's messages for the session expiry, 7 days by default).
+REDELIVERY_WINDOW = timedelta(days=8)
 
 Row = tuple[Any, ...]
 
@@ -112,11 +119,31 @@ def reading_row(
 
 @dataclass
 class WriteBatch:
+    """Rows to store in one transaction.
+
+    `groups` gives, for each reading row, the message it came from (the rows of one message
+    stand or fall together); `conflict_rejection(group, detail)` builds the rejected-message row
+    for a message whose reading conflicts with a stored one. Without it (tools, benchmarks) a
+    conflicting row is skipped like a duplicate. `redelivered_groups`: messages the broker
+    redelivered, whose rejection is not stored again when it already is (`rejection_groups`
+    maps each rejection row to its message). `settled`: delivery-tracking hashes of messages
+    this transaction stores (storage.deliveries), deleted with it."""
+
     readings: dict[DeviceKind, list[Row]] = field(default_factory=dict)
     rejections: list[Row] = field(default_factory=list)
+    groups: dict[DeviceKind, list[int]] = field(default_factory=dict)
+    rejection_groups: list[int] = field(default_factory=list)
+    conflict_rejection: Callable[[int, str], Row] | None = None
+    redelivered_groups: set[int] = field(default_factory=set)
+    settled: list[bytes] = field(default_factory=list)
 
-    def add_reading(self, kind: DeviceKind, row: Row) -> None:
+    def add_reading(self, kind: DeviceKind, row: Row, group: int = -1) -> None:
         self.readings.setdefault(kind, []).append(row)
+        self.groups.setdefault(kind, []).append(group)
+
+    def add_rejection(self, row: Row, group: int = -1) -> None:
+        self.rejections.append(row)
+        self.rejection_groups.append(group)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.readings.values()) + len(self.rejections)
@@ -127,6 +154,8 @@ class WriteResult:
     inserted: int
     duplicates: int
     rejected: int
+    conflicting: int = 0  # messages turned into conflicting_duplicate rejections
+    repeated_rejections: int = 0  # redelivered rejections already stored, not stored again
 
 
 async def prepare_writer(conn: asyncpg.Connection) -> None:
@@ -151,7 +180,8 @@ async def write_batch(
     that batch takes the staging path, whose ON CONFLICT DO NOTHING skips it. Redeliveries are
     rare (reconnects, restarts); the staging tables cost several ms of server time per batch.
     """
-    inserted = offered = 0
+    inserted = offered = conflicting = repeated = 0
+    rejections = batch.rejections
     async with conn.transaction():
         readings = [(TABLES[k], rows) for k, rows in batch.readings.items() if rows]
         try:
@@ -160,6 +190,16 @@ async def write_batch(
                     await conn.copy_records_to_table(spec.table, records=rows, columns=spec.columns)
             inserted = offered = sum(len(rows) for _, rows in readings)
         except asyncpg.UniqueViolationError:
+            if batch.conflict_rejection is not None:
+                readings, conflicts = await _without_conflicts(conn, batch)
+                if conflicts:
+                    conflicting = len(conflicts)
+                    rejections = list(rejections)
+                    groups = list(batch.rejection_groups or [-1] * len(batch.rejections))
+                    for group, detail in conflicts.items():
+                        rejections.append(batch.conflict_rejection(group, detail))
+                        groups.append(group)
+                    batch = _with_rejections(batch, rejections, groups)
             for spec, rows in readings:
                 await conn.copy_records_to_table(spec.stage, records=rows, columns=spec.columns)
                 cols = ", ".join(spec.columns)
@@ -169,13 +209,114 @@ async def write_batch(
                 )
                 inserted += int(status.rsplit(" ", 1)[1])
                 offered += len(rows)
-        if batch.rejections:
+        if rejections and batch.redelivered_groups:
+            kept = await _not_stored_yet(conn, batch, rejections)
+            repeated = len(rejections) - len(kept)
+            rejections = kept
+        if rejections:
             await conn.copy_records_to_table(
                 "rejected_messages",
-                records=rejected_rows(batch.rejections, rejected_payload_max_bytes),
+                records=rejected_rows(rejections, rejected_payload_max_bytes),
                 columns=REJECT_COLUMNS,
             )
-    return WriteResult(inserted, offered - inserted, len(batch.rejections))
+        if batch.settled:
+            await conn.execute(
+                "DELETE FROM ingest_deliveries WHERE hash = ANY($1::bytea[])", batch.settled
+            )
+    return WriteResult(inserted, offered - inserted, len(rejections), conflicting, repeated)
+
+
+def _with_rejections(batch: WriteBatch, rejections: list[Row], groups: list[int]) -> WriteBatch:
+    return WriteBatch(
+        readings=batch.readings,
+        rejections=rejections,
+        groups=batch.groups,
+        rejection_groups=groups,
+        conflict_rejection=batch.conflict_rejection,
+        redelivered_groups=batch.redelivered_groups,
+        settled=batch.settled,
+    )
+
+
+async def _without_conflicts(
+    conn: asyncpg.Connection, batch: WriteBatch
+) -> tuple[list[tuple[TableSpec, list[Row]]], dict[int, str]]:
+    """The batch's reading rows minus those of messages whose reading differs from the one
+    stored (or from an earlier row of the same batch) at the same (device, ts); and, for each
+    such message, a sentence naming both values."""
+    conflicts: dict[int, str] = {}
+    for kind, rows in batch.readings.items():
+        if not rows:
+            continue
+        spec = TABLES[kind]
+        n = len(spec.reading_fields)
+        keys = list({(r[0], r[1]) for r in rows})
+        stored_rows = await conn.fetch(
+            f"SELECT t.device_id, t.ts, {', '.join('t.' + f for f in spec.reading_fields)} "
+            f"FROM {spec.table} t JOIN unnest($1::text[], $2::timestamptz[]) AS k(device_id, ts) "
+            "ON t.device_id = k.device_id AND t.ts = k.ts",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        reference: dict[tuple[Any, Any], tuple[Any, ...]] = {
+            (r[0], r[1]): tuple(r[2 : 2 + n]) for r in stored_rows
+        }
+        groups = batch.groups.get(kind) or [-1] * len(rows)
+        for row, group in zip(rows, groups, strict=True):
+            key = (row[0], row[1])
+            values = tuple(row[3 : 3 + n])
+            ref = reference.setdefault(key, values)
+            if ref != values and group not in conflicts:
+                diff = "; ".join(
+                    f"{f}: stored {a!r}, this message {b!r}"
+                    for f, a, b in zip(spec.reading_fields, ref, values, strict=True)
+                    if a != b
+                )
+                conflicts[group] = (
+                    f"device {row[0]!r} already has a different reading at "
+                    f"{row[1].isoformat()} ({diff})"
+                )
+    if not conflicts:
+        return [(TABLES[k], rows) for k, rows in batch.readings.items() if rows], {}
+    kept: list[tuple[TableSpec, list[Row]]] = []
+    for kind, rows in batch.readings.items():
+        groups = batch.groups.get(kind) or [-1] * len(rows)
+        left = [r for r, g in zip(rows, groups, strict=True) if g not in conflicts]
+        if left:
+            kept.append((TABLES[kind], left))
+    return kept, conflicts
+
+
+async def _not_stored_yet(
+    conn: asyncpg.Connection, batch: WriteBatch, rejections: list[Row]
+) -> list[Row]:
+    """The rejections minus those of redelivered messages already stored with the same topic,
+    payload (by the SHA-256 of the whole payload, as a stored one may be cut) and reason (the
+    ingest died, or lost its connection, after committing them and
+    before acknowledging). Only redelivered messages are looked up: the normal stream pays
+    nothing."""
+    groups = batch.rejection_groups or [-1] * len(rejections)
+    suspects = [i for i, g in enumerate(groups) if g in batch.redelivered_groups]
+    if not suspects:
+        return rejections
+    t, reason, payload = (REJECT_COLUMNS.index(c) for c in ("topic", "reason", "payload"))
+    found = await conn.fetch(
+        """
+        SELECT c.i FROM unnest($1::int[], $2::text[], $3::text[], $4::bytea[])
+            AS c(i, topic, reason, payload)
+        WHERE EXISTS (
+            SELECT 1 FROM rejected_messages r
+            WHERE r.topic = c.topic AND r.received_at >= now() - $5::interval
+              AND r.reason = c.reason AND r.payload_sha256 = sha256(c.payload))
+        """,
+        suspects,
+        [rejections[i][t] for i in suspects],
+        [rejections[i][reason] for i in suspects],
+        [rejections[i][payload] for i in suspects],
+        REDELIVERY_WINDOW,
+    )
+    already = {r["i"] for r in found}
+    return [row for i, row in enumerate(rejections) if i not in already]
 
 
 # ---------------------------------------------------------------------------------------------

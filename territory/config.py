@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_max_delay_ms: int = Field(default=50, ge=1)
     future_tolerance_s: int = Field(default=600, ge=0)
+    # Readings older than this (before the time received), or before 2000-01-01 whatever this
+    # says, are rejected as implausible_timestamp: a reset device clock, a year-1 placeholder.
+    past_tolerance_days: int = Field(default=3653, ge=1, le=36500)
     device_refresh_s: float = Field(default=2.0, gt=0)
     # A database statement of the ingest that takes longer is abandoned and retried on a new
     # connection: a connection that went silent (failover, a NAT that forgot it) never errors.

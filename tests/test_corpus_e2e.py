@@ -107,6 +107,9 @@ def _prepare(exp: Vector, index: int, suffix: str) -> tuple[dict[str, Any], Publ
                 body["dev_eui"] = eui
             else:  # field-masked: the TTS device id is the registry id
                 ids["device_id"] = device_id
+                # Reached through The Things Stack by id only: accepted just for a device
+                # registered with a DevEUI (a native-only device answers only its own topic).
+                body["dev_eui"] = eui
             topic = f"v3/territory@ttn/devices/{ids.get('device_id', device_id)}/up"
         return body, Published(exp, device_id, topic, None), json.dumps(msg).encode()
     body["dev_eui"] = eui

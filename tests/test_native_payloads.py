@@ -118,3 +118,53 @@ def test_nan_is_not_a_number_we_store() -> None:
         RejectReason.MALFORMED_JSON,
         RejectReason.SCHEMA_VIOLATION,
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        # A boolean is never a number, a number never a boolean, a string neither.
+        (DeviceKind.WATER_METER, b'{"index_m3": true}'),
+        (DeviceKind.WATER_METER, b'{"index_m3": "12.5"}'),
+        (DeviceKind.WATER_METER, b'{"index_m3": 1, "battery_pct": false}'),
+        (DeviceKind.WASTE_COLUMN, b'{"fill_pct": true}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": "yes"}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": 1}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": 0}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": "true"}'),
+        # ts is an RFC 3339 string with seconds and an offset, as the docs say.
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": true, "ts": 1764133200}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": true, "ts": "1764133200"}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": true, "ts": "2026-11-26"}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": true, "ts": "2026-11-26T06:00+01:00"}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": true, "ts": "2026-11-26T06:00:00"}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": true, "ts": "2026-02-30T06:00:00Z"}'),
+        (DeviceKind.PARKING_SENSOR, b'{"occupied": true, "ts": "-infinity"}'),
+        (DeviceKind.WATER_METER, b'{"index_m3": NaN}'),
+        (DeviceKind.WATER_METER, b'{"index_m3": 1e309}'),
+    ],
+)
+def test_coercions_that_would_invent_data_are_schema_violations(
+    kind: DeviceKind, raw: bytes
+) -> None:
+    assert reason(kind, raw) == RejectReason.SCHEMA_VIOLATION
+
+
+def test_an_integer_is_a_number_and_rfc3339_variants_are_read() -> None:
+    assert decode(DeviceKind.WATER_METER, b'{"index_m3": 12}').index_m3 == 12
+    for text, expected in [
+        ("2026-11-26T05:55:00Z", datetime(2026, 11, 26, 5, 55, tzinfo=UTC)),
+        ("2026-11-26 06:55:00+01:00", datetime(2026, 11, 26, 5, 55, tzinfo=UTC)),
+        ("2026-11-26t05:55:00.123456789z", datetime(2026, 11, 26, 5, 55, 0, 123456, tzinfo=UTC)),
+    ]:
+        raw = f'{{"occupied": false, "ts": "{text}"}}'.encode()
+        assert decode(DeviceKind.PARKING_SENSOR, raw).ts == expected, text
+
+
+def test_ts_rejection_says_what_is_wrong() -> None:
+    with pytest.raises(Rejection) as info:
+        decode(DeviceKind.PARKING_SENSOR, b'{"occupied": true, "ts": "2026-11-26T06:00:00"}')
+    assert "no UTC offset" in info.value.detail
+    with pytest.raises(Rejection) as info:
+        decode(DeviceKind.PARKING_SENSOR, b'{"occupied": true, "ts": 1764133200}')
+    assert "RFC 3339" in info.value.detail

@@ -60,7 +60,73 @@ def test_chirpstack_topic_and_payload_eui_must_agree() -> None:
             CS_TOPIC.format(eui="ffffffffffffffff"),
             raw("envelopes/chirpstack_v4_up_official_docs.json"),
         )
-    assert info.value.reason == RejectReason.SCHEMA_VIOLATION
+    assert info.value.reason == RejectReason.IDENTITY_MISMATCH
+    # The topic's DevEUI may be written in capitals; it is the same DevEUI.
+    env = parse_chirpstack(
+        CS_TOPIC.format(eui="0101010101010101".upper()),
+        raw("envelopes/chirpstack_v4_up_official_docs.json"),
+    )
+    assert env.key == "0101010101010101"
+    with pytest.raises(Rejection) as info:
+        parse_chirpstack(
+            "application/x/event/up", raw("envelopes/chirpstack_v4_up_official_docs.json")
+        )
+    assert info.value.reason == RejectReason.IDENTITY_MISMATCH
+
+
+def tts_up(device_id: object, dev_eui: str | None = "0101010101010101") -> bytes:
+    ids: dict[str, object] = {"device_id": device_id}
+    if dev_eui is not None:
+        ids["dev_eui"] = dev_eui
+    return json.dumps(
+        {"end_device_ids": ids, "uplink_message": {"f_port": 1, "frm_payload": "AQ=="}}
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        # The finding: a gateway credential speaking for another device through its payload.
+        ("v3/evil/devices/someone-else/up", tts_up("victim", None)),
+        ("v3/evil/devices/someone-else/up", tts_up("victim")),
+        ("v3/evil/devices/victim/up", tts_up("someone-else")),
+        ("v3/evil/devices/dev1/up", tts_up(None)),
+        ("v3/evil/devices/dev1/up", tts_up(7)),
+        ("v3/evil/up", tts_up("dev1")),
+    ],
+)
+def test_tts_topic_and_payload_device_must_agree(topic: str, payload: bytes) -> None:
+    with pytest.raises(Rejection) as info:
+        parse_tts(topic, payload)
+    assert info.value.reason == RejectReason.IDENTITY_MISMATCH
+
+
+def test_tts_device_id_with_a_nul_is_refused_before_any_lookup() -> None:
+    with pytest.raises(Rejection) as info:
+        parse_tts("v3/a/devices/x\u0000y/up", tts_up("x\u0000y", None))
+    assert info.value.reason == RejectReason.UNKNOWN_DEVICE
+    assert "\x00" not in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("topic", "ok"),
+    [
+        ("wmbusmeters/12345678", True),  # wmbusmeters/$METER_ID
+        ("wmbusmeters/MyTapWater", True),  # wmbusmeters/$METER_NAME
+        ("wmbusmeters", True),  # the topic names no meter: the JSON's id does
+        ("wmbusmeters/87654321", False),
+        ("wmbusmeters/OtherName", False),
+        ("wmbusmeters/mytapwater", False),  # names are case-sensitive, ids are not
+    ],
+)
+def test_wmbusmeters_topic_names_the_meter_of_the_json(topic: str, ok: bool) -> None:
+    payload = b'{"id": "12345678", "name": "MyTapWater", "total_m3": 1.5}'
+    if ok:
+        assert parse_wmbusmeters(topic, payload).key == "12345678"
+    else:
+        with pytest.raises(Rejection) as info:
+            parse_wmbusmeters(topic, payload)
+        assert info.value.reason == RejectReason.IDENTITY_MISMATCH
 
 
 @pytest.mark.parametrize(
@@ -90,7 +156,9 @@ def test_chirpstack_topic_and_payload_eui_must_agree() -> None:
     ],
 )
 def test_tts_examples(rel: str, eui: str, port: int, fcnt: int, data: bytes) -> None:
-    env = parse_tts(TTS_TOPIC, raw(rel))
+    obj = json.loads(raw(rel))
+    device_id = obj.get("result", obj)["end_device_ids"]["device_id"]
+    env = parse_tts(f"v3/app1@ttn/devices/{device_id}/up", raw(rel))
     assert (env.identity, env.key, env.port, env.data) == (IdentityKind.DEV_EUI, eui, port, data)
     assert env.radio is not None and env.radio.frame_counter == fcnt
 
@@ -105,6 +173,7 @@ def test_tts_data_formats_example_with_decoded_payload() -> None:
 def test_tts_field_masked_message_falls_back_to_device_id() -> None:
     sample = load("parking/tts_storage_api_parking_decoded.json")
     env = parse_tts(TTS_TOPIC, json.dumps(sample.envelope).encode())
+    assert not env.native  # the pipeline accepts it only for a device with a DevEUI
     assert (env.identity, env.key) == (IdentityKind.DEVICE_ID, "dev1")
     assert env.decoded == {"occupied": True, "type": "parking status"}
     assert env.data == b""
@@ -157,3 +226,44 @@ def test_nanosecond_times_are_read_to_the_microsecond() -> None:
     )
     with pytest.raises(Rejection):
         parse_time("2020-08-24T10:08:44", "t")
+
+
+def test_radio_metadata_that_is_not_a_measurement_is_left_out() -> None:
+    msg = {
+        "deviceInfo": {"devEui": "0101010101010101"},
+        "fCnt": 2**40,
+        "rxInfo": [
+            {"gatewayId": "gw\x00", "rssi": float("nan"), "snr": float("inf")},
+            {"gatewayId": "x" * 100, "rssi": True, "snr": 10**400},
+        ],
+    }
+    env = parse_chirpstack(CS_TOPIC.format(eui="0101010101010101"), json.dumps(msg).encode())
+    assert env.radio is not None
+    assert (env.radio.rssi_dbm, env.radio.snr_db, env.radio.frame_counter) == (None, None, None)
+    assert env.radio.gateway_id is None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("0001-01-01T00:00:00+01:00", RejectReason.IMPLAUSIBLE_TIMESTAMP),
+        ("2026-11-26T06:00:00", RejectReason.SCHEMA_VIOLATION),
+        (1764133200, RejectReason.SCHEMA_VIOLATION),
+        ("1764133200", RejectReason.SCHEMA_VIOLATION),
+        ("2026-02-30T00:00:00Z", RejectReason.SCHEMA_VIOLATION),
+    ],
+)
+def test_bad_envelope_times(value: object, reason: RejectReason) -> None:
+    with pytest.raises(Rejection) as info:
+        parse_time(value, "time")
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[" * 10_000 + b"]" * 10_000, b"1" * 5000, b"\xed\xa0\x80", b'{"a": ' + b"9" * 5000 + b"}"],
+)
+def test_every_way_json_can_fail_is_malformed_json(payload: bytes) -> None:
+    with pytest.raises(Rejection) as info:
+        parse_wmbusmeters("wmbusmeters/x", payload)
+    assert info.value.reason == RejectReason.MALFORMED_JSON

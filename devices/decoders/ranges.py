@@ -35,10 +35,23 @@ def _checks(cls: type) -> tuple[tuple[str, float, float], ...]:
 
 
 def check_ranges(reading: Reading) -> None:
+    """Plausible values of the right types (a decoder fed hostile JSON may pass on anything);
+    NaN fails every comparison and is therefore out of range too."""
     for name, lo, hi in _checks(type(reading)):
         value = getattr(reading, name)
-        if value is not None and not lo <= value <= hi:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Rejection(
+                RejectReason.UNDECODABLE_PAYLOAD, f"{name} is not a number: {repr(value)[:80]}"
+            )
+        if not lo <= value <= hi:
             raise Rejection(
                 RejectReason.OUT_OF_RANGE,
                 f"{name}={value} is outside the plausible range [{lo}, {hi}]",
             )
+    occupied = getattr(reading, "occupied", False)
+    if not isinstance(occupied, bool):
+        raise Rejection(
+            RejectReason.UNDECODABLE_PAYLOAD, f"occupied is not a boolean: {repr(occupied)[:80]}"
+        )

@@ -114,8 +114,12 @@ def _number(obj: Mapping[str, Any], *keys: str) -> float | None:
         value = obj.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if math.isfinite(value):
-            return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range is no reading
+            continue
+        if math.isfinite(number):
+            return number
     return None
 
 
