@@ -8,11 +8,12 @@ A column's series goes through four steps:
    a bag) is dropped, so an emptying must be confirmed by the next reading;
 3. emptyings: a drop of the level of >= 30 points, or to <= 15 % (by >= 10 points);
    crew confirmations are ground truth and replace a detected emptying within 6 h of them;
-4. per cycle (between emptyings) a Theil–Sen slope, and the forecast of the current cycle.
+4. per cycle (between emptyings) a Theil-Sen slope, and the forecast of the current cycle.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ CREW_MERGE = timedelta(hours=6)
 MIN_CYCLE_POINTS = 3
 MIN_CYCLE_SPAN = timedelta(hours=24)
 HISTORY_CYCLES = 4
-# Theil–Sen is quadratic in the number of points; a longer cycle is thinned to this many
+# Theil-Sen is quadratic in the number of points; a longer cycle is thinned to this many
 # points, evenly spaced by index (exact below it).
 THEIL_SEN_MAX_POINTS = 64
 
@@ -168,7 +169,7 @@ def detect_emptyings(kept: Sequence[Point], raw: Sequence[Point]) -> list[Emptyi
     at the end is held back) that did not make it a spike: that reading confirmed it."""
     events: list[Emptying] = []
     nxt = {raw[i].ts: raw[i + 1].ts for i in range(len(raw) - 1)}
-    for prev, pt in zip(kept, kept[1:], strict=False):
+    for prev, pt in itertools.pairwise(kept):
         if _is_emptying(prev.fill_pct, pt.fill_pct):
             events.append(
                 Emptying(pt.ts, "sensor", prev.fill_pct, pt.fill_pct, nxt.get(pt.ts, pt.ts))
@@ -213,14 +214,14 @@ def theil_sen(points: Sequence[Point]) -> float:
 
 
 def cycle_rate(points: Sequence[Point]) -> float | None:
-    """Theil–Sen slope of a cycle, if it has enough points over enough time."""
+    """Theil-Sen slope of a cycle, if it has enough points over enough time."""
     if len(points) < MIN_CYCLE_POINTS or points[-1].ts - points[0].ts < MIN_CYCLE_SPAN:
         return None
     return theil_sen(points)
 
 
 def residual_spread(points: Sequence[Point], rate: float) -> float:
-    """Median absolute deviation (fill points) of the points from the Theil–Sen line."""
+    """Median absolute deviation (fill points) of the points from the Theil-Sen line."""
     t0 = points[0].ts
     rs = [p.fill_pct - rate * (p.ts - t0).total_seconds() / 86400.0 for p in points]
     intercept = median(rs)

@@ -67,7 +67,7 @@ def test_sensor_reporting_fill_directly_is_used_as_is() -> None:
 
 
 def test_ten_percent_a_day_from_empty() -> None:
-    # every 6 h for 5 days from 0 %: fill = 10 %/day × t; last point at day 5 = 50 %.
+    # every 6 h for 5 days from 0 %: fill = 10 %/day x t; last point at day 5 = 50 %.
     points = [Point(T0 + k * 6 * H, 10.0 * k * 6 / 24) for k in range(21)]
     f = forecast_column(points, [], COL)
     assert f.rate_pct_per_day == pytest.approx(10.0)
@@ -202,7 +202,7 @@ def test_valid_points_then_forecast_drop_the_bad_readings() -> None:
     points = valid_points(raw, COL)
     assert [p.fill_pct for p in points] == pytest.approx([0.0, 10.0, 20.0, 30.0])
     f = forecast_column(points, [], COL)
-    # 0, 10, 20, 30 over 0, 12, 24, 48 h: pair slopes (%/day) 20, 20, 15, 20, 13.3, 10 → median (15 + 20) / 2
+    # 0, 10, 20, 30 over 0, 12, 24, 48 h: slopes (%/day) 20, 20, 15, 20, 13.3, 10: median 17.5
     assert f.rate_pct_per_day == pytest.approx(17.5)
 
 
