@@ -77,6 +77,11 @@ class Settings(BaseSettings):
 
     # `territory worker`: a job run taking longer is abandoned (rolled back) and tried again.
     worker_job_timeout_s: float = Field(default=600.0, gt=0)
+    # Days a waste round is collected unless its columns say otherwise (`collection_days`).
+    waste_collection_days: str = Field(
+        default="mon,tue,wed,thu,fri",
+        pattern=r"^(mon|tue|wed|thu|fri|sat|sun)(,(mon|tue|wed|thu|fri|sat|sun))*$",
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
