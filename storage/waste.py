@@ -7,9 +7,9 @@ will be added.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -111,120 +111,142 @@ async def waste_columns(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[st
     return {r["id"]: ColumnDevice(r["id"], _attrs(r["attributes"])) for r in rows}
 
 
-async def column_inputs(
-    conn: asyncpg.Connection, device_id: str, since: datetime, merge: timedelta
-) -> ColumnInputs:
-    """The readings and events a column's recomputation needs when readings (or a crew
-    confirmation) as old as `since` are new: from the last emptying that nothing at or after
-    `since` can undo (confirmed before it, and far enough before it that a crew confirmation
-    cannot absorb it), or from the column's first reading."""
-    a = await conn.fetchrow(
-        "SELECT ts, source, fill_before, fill_after, confirmed_ts, ended_cycle_rate "
-        "FROM waste_emptyings WHERE device_id = $1 AND ts < $2 AND confirmed_ts < $3 "
-        "ORDER BY ts DESC LIMIT 1",
-        device_id,
-        since - merge,
-        since,
+_NEVER = datetime(1, 1, 1, tzinfo=UTC)
+_READING_COLUMNS = "ts, fill_pct, distance_mm, alarms"
+
+
+async def columns_inputs(
+    conn: asyncpg.Connection, since: Mapping[str, datetime], merge: timedelta
+) -> dict[str, ColumnInputs]:
+    """What each column's recomputation needs when readings (or a crew confirmation) as old as
+    `since[column]` are new: everything from the column's last emptying that nothing at or
+    after `since` can undo (confirmed before it, and far enough before it that a crew
+    confirmation cannot absorb it), or from its first reading. A handful of queries for all
+    the columns, not a handful per column."""
+    ids = list(since)
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (e.device_id) e.device_id, e.ts, e.source, e.fill_before, "
+        "e.fill_after, e.confirmed_ts, e.ended_cycle_rate "
+        "FROM unnest($1::text[], $2::timestamptz[]) AS c(id, since) "
+        "JOIN waste_emptyings e ON e.device_id = c.id "
+        "WHERE e.ts < c.since - $3::interval AND e.confirmed_ts < c.since "
+        "ORDER BY e.device_id, e.ts DESC",
+        ids,
+        [since[i] for i in ids],
+        merge,
     )
-    anchor = (
-        Emptying(
-            a["ts"],
-            a["source"],
-            a["fill_before"],
-            a["fill_after"],
-            a["confirmed_ts"],
-            a["ended_cycle_rate"],
+    anchors = {
+        r["device_id"]: Emptying(
+            r["ts"],
+            r["source"],
+            r["fill_before"],
+            r["fill_after"],
+            r["confirmed_ts"],
+            r["ended_cycle_rate"],
         )
-        if a
-        else None
-    )
-    cols = "ts, fill_pct, distance_mm, alarms"
-    if anchor is None:
-        rows = await conn.fetch(
-            f"SELECT {cols} FROM waste_column_readings WHERE device_id = $1 ORDER BY ts", device_id
-        )
-        before: list[RawReading] = []
-        crew = await conn.fetch(
-            "SELECT ts FROM waste_crew_emptied WHERE device_id = $1 ORDER BY ts", device_id
-        )
-        past: list[float] = []
-    else:
-        rows = await conn.fetch(
-            f"SELECT {cols} FROM waste_column_readings WHERE device_id = $1 AND ts >= $2 "
-            "ORDER BY ts",
-            device_id,
-            anchor.ts,
-        )
-        # A few readings before the anchor: the first kept one is the neighbour the anchor's
+        for r in rows
+    }
+    start = [anchors[i].ts if i in anchors else _NEVER for i in ids]
+    readings: dict[str, list[RawReading]] = {i: [] for i in ids}
+    for r in await conn.fetch(
+        f"SELECT r.device_id, r.{_READING_COLUMNS.replace(', ', ', r.')} "
+        "FROM unnest($1::text[], $2::timestamptz[]) AS c(id, start) "
+        "JOIN waste_column_readings r ON r.device_id = c.id AND r.ts >= c.start "
+        "ORDER BY r.device_id, r.ts",
+        ids,
+        start,
+    ):
+        readings[r["device_id"]].append(_reading(r))
+    crew: dict[str, list[datetime]] = {i: [] for i in ids}
+    for r in await conn.fetch(
+        "SELECT w.device_id, w.ts FROM unnest($1::text[], $2::timestamptz[]) AS c(id, start) "
+        "JOIN waste_crew_emptied w ON w.device_id = c.id AND w.ts > c.start "
+        "ORDER BY w.device_id, w.ts",
+        ids,
+        start,
+    ):
+        crew[r["device_id"]].append(r["ts"])
+    before: dict[str, list[RawReading]] = {i: [] for i in ids}
+    past: dict[str, list[float]] = {i: [] for i in ids}
+    anchored = list(anchors)
+    if anchored:
+        at = [anchors[i].ts for i in anchored]
+        # A few readings before the anchor: the first valid one is the neighbour the anchor's
         # own reading was judged against.
-        prior = await conn.fetch(
-            f"SELECT {cols} FROM waste_column_readings WHERE device_id = $1 AND ts < $2 "
-            "ORDER BY ts DESC LIMIT 24",
-            device_id,
-            anchor.ts,
-        )
-        before = [_reading(r) for r in prior]
-        crew = await conn.fetch(
-            "SELECT ts FROM waste_crew_emptied WHERE device_id = $1 AND ts > $2 ORDER BY ts",
-            device_id,
-            anchor.ts,
-        )
-        rates = await conn.fetch(
-            "SELECT ended_cycle_rate FROM waste_emptyings WHERE device_id = $1 AND ts <= $2 "
-            "AND ended_cycle_rate IS NOT NULL ORDER BY ts DESC LIMIT 4",
-            device_id,
-            anchor.ts,
-        )
-        past = [r["ended_cycle_rate"] for r in reversed(rates)]
-    return ColumnInputs(
-        anchor=anchor,
-        before=before,
-        readings=[_reading(r) for r in rows],
-        crew=[r["ts"] for r in crew],
-        past_rates=past,
-    )
+        for r in await conn.fetch(
+            "SELECT c.id AS device_id, p.* FROM unnest($1::text[], $2::timestamptz[]) AS c(id, at) "
+            f"CROSS JOIN LATERAL (SELECT {_READING_COLUMNS} FROM waste_column_readings r "
+            "WHERE r.device_id = c.id AND r.ts < c.at ORDER BY r.ts DESC LIMIT 24) p",
+            anchored,
+            at,
+        ):
+            before[r["device_id"]].append(_reading(r))
+        for r in await conn.fetch(
+            "SELECT c.id AS device_id, p.ts, p.ended_cycle_rate "
+            "FROM unnest($1::text[], $2::timestamptz[]) AS c(id, at) "
+            "CROSS JOIN LATERAL (SELECT ts, ended_cycle_rate FROM waste_emptyings e "
+            "WHERE e.device_id = c.id AND e.ts <= c.at AND e.ended_cycle_rate IS NOT NULL "
+            "ORDER BY e.ts DESC LIMIT 4) p ORDER BY 1, 2",
+            anchored,
+            at,
+        ):
+            past[r["device_id"]].append(r["ended_cycle_rate"])
+    for i in before:
+        before[i].sort(key=lambda x: x.ts, reverse=True)
+    return {i: ColumnInputs(anchors.get(i), before[i], readings[i], crew[i], past[i]) for i in ids}
 
 
-async def save_column(
-    conn: asyncpg.Connection,
-    device_id: str,
-    anchor: Emptying | None,
-    f: Forecast,
-    last_reading: RawReading | None,
-) -> None:
-    """Replace the column's emptyings after `anchor` and its state with `f`."""
-    if anchor is None:
-        await conn.execute("DELETE FROM waste_emptyings WHERE device_id = $1", device_id)
-    else:
-        await conn.execute(
-            "DELETE FROM waste_emptyings WHERE device_id = $1 AND ts > $2", device_id, anchor.ts
-        )
-    if f.emptyings:
-        await conn.executemany(
-            "INSERT INTO waste_emptyings (device_id, ts, source, fill_before, fill_after, "
-            "confirmed_ts, ended_cycle_rate) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [
-                (
-                    device_id,
-                    e.ts,
-                    e.source,
-                    e.fill_before,
-                    e.fill_after,
-                    e.confirmed_ts,
-                    e.ended_cycle_rate,
-                )
-                for e in f.emptyings
-            ],
-        )
-    if last_reading is None:
-        await conn.execute("DELETE FROM waste_column_state WHERE device_id = $1", device_id)
+@dataclass(frozen=True)
+class ColumnResult:
+    device_id: str
+    anchor: Emptying | None
+    forecast: Forecast
+    last_reading: RawReading | None
+
+
+async def save_columns(conn: asyncpg.Connection, results: Sequence[ColumnResult]) -> None:
+    """Replace each column's emptyings after its anchor, and its state."""
+    if not results:
         return
+    await conn.execute(
+        "DELETE FROM waste_emptyings e USING unnest($1::text[], $2::timestamptz[]) AS c(id, after) "
+        "WHERE e.device_id = c.id AND e.ts > c.after",
+        [r.device_id for r in results],
+        [r.anchor.ts if r.anchor else _NEVER for r in results],
+    )
+    events = [(r.device_id, e) for r in results for e in r.forecast.emptyings]
+    if events:
+        await conn.execute(
+            "INSERT INTO waste_emptyings (device_id, ts, source, fill_before, fill_after, "
+            "confirmed_ts, ended_cycle_rate) SELECT * FROM unnest($1::text[], "
+            "$2::timestamptz[], $3::text[], $4::float8[], $5::float8[], $6::timestamptz[], "
+            "$7::float8[])",
+            [d for d, _ in events],
+            [e.ts for _, e in events],
+            [e.source for _, e in events],
+            [e.fill_before for _, e in events],
+            [e.fill_after for _, e in events],
+            [e.confirmed_ts for _, e in events],
+            [e.ended_cycle_rate for _, e in events],
+        )
+    gone = [r.device_id for r in results if r.last_reading is None]
+    if gone:
+        await conn.execute("DELETE FROM waste_column_state WHERE device_id = ANY($1::text[])", gone)
+    keep = [r for r in results if r.last_reading is not None]
+    if not keep:
+        return
+    f = [r.forecast for r in keep]
     await conn.execute(
         """
         INSERT INTO waste_column_state (device_id, fill_pct, fill_ts, last_reading_ts,
             last_alarms, rate_pct_per_day, own_rate, rate_source, threshold_pct, eta_threshold,
             last_emptied, cycle_points, spread_pts, reliability, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now())
+        SELECT id, fill, fts, lts, alarms::text[], rate, own, src, thr, eta, emptied, pts,
+            spread, rel, now()
+        FROM unnest($1::text[], $2::float8[], $3::timestamptz[], $4::timestamptz[], $5::text[],
+            $6::float8[], $7::float8[], $8::text[], $9::float8[], $10::timestamptz[],
+            $11::timestamptz[], $12::int[], $13::float8[], $14::text[])
+            AS t(id, fill, fts, lts, alarms, rate, own, src, thr, eta, emptied, pts, spread, rel)
         ON CONFLICT (device_id) DO UPDATE SET
             fill_pct = EXCLUDED.fill_pct, fill_ts = EXCLUDED.fill_ts,
             last_reading_ts = EXCLUDED.last_reading_ts, last_alarms = EXCLUDED.last_alarms,
@@ -234,20 +256,21 @@ async def save_column(
             cycle_points = EXCLUDED.cycle_points, spread_pts = EXCLUDED.spread_pts,
             reliability = EXCLUDED.reliability, updated_at = now()
         """,
-        device_id,
-        f.fill_pct,
-        f.fill_ts,
-        last_reading.ts,
-        list(last_reading.alarms),
-        f.rate_pct_per_day,
-        f.own_rate,
-        f.rate_source,
-        f.threshold_pct,
-        f.eta_threshold,
-        f.last_emptied,
-        f.cycle_points,
-        f.spread_pts,
-        f.reliability,
+        [r.device_id for r in keep],
+        [x.fill_pct for x in f],
+        [x.fill_ts for x in f],
+        [r.last_reading.ts for r in keep if r.last_reading is not None],
+        # unnest flattens a two-dimensional array: the alarms travel as one text each.
+        ["{" + ",".join(r.last_reading.alarms) + "}" for r in keep if r.last_reading is not None],
+        [x.rate_pct_per_day for x in f],
+        [x.own_rate for x in f],
+        [x.rate_source for x in f],
+        [x.threshold_pct for x in f],
+        [x.eta_threshold for x in f],
+        [x.last_emptied for x in f],
+        [x.cycle_points for x in f],
+        [x.spread_pts for x in f],
+        [x.reliability for x in f],
     )
 
 

@@ -127,10 +127,8 @@ def recompute_from_scratch(settings: Settings, devs: Sequence[str]) -> None:
                     "DELETE FROM waste_column_state WHERE device_id = ANY($1::text[])", list(devs)
                 )
                 cols = await wq.waste_columns(conn, devs)
-                for dev in devs:
-                    await waste_job.recompute_column(
-                        conn, cols[dev], datetime(1970, 1, 1, tzinfo=UTC)
-                    )
+                epoch = datetime(1970, 1, 1, tzinfo=UTC)
+                await waste_job.recompute_columns(conn, cols, {d: epoch for d in devs})
                 await waste_job.refresh_stream_rates(conn)
         finally:
             await conn.close()

@@ -1,13 +1,14 @@
 """The waste job: keeps each column's emptyings and forecast current (docs/waste.md).
 
 A column is recomputed when it has new readings or a new crew confirmation, from its last
-emptying that nothing new can undo (storage.waste.column_inputs), never from the whole history
+emptying that nothing new can undo (storage.waste.columns_inputs), never from the whole history
 once it has one: the cost of a run follows the columns that reported, times the length of their
 current cycle. Columns without a rate of their own then take their stream's median.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import asyncpg
@@ -27,12 +28,13 @@ from storage.changes import Window, changed_devices
 from territory.config import Settings
 from worker.jobs import Job
 
+# Columns recomputed per round of queries: bounds the readings held in memory at once (a first
+# build reads every column's whole history).
+CHUNK = 200
 
-async def recompute_column(
-    conn: asyncpg.Connection, device: wq.ColumnDevice, since: datetime
-) -> None:
+
+def _recompute(device: wq.ColumnDevice, inputs: wq.ColumnInputs) -> wq.ColumnResult:
     params = ColumnParams.from_attributes(device.attributes)
-    inputs = await wq.column_inputs(conn, device.id, since, CREW_MERGE)
     context: Point | None = None
     for r in inputs.before:
         fill = reading_fill(r, params)
@@ -48,7 +50,17 @@ async def recompute_column(
         past_rates=inputs.past_rates,
     )
     last = inputs.readings[-1] if inputs.readings else (inputs.before[0] if inputs.before else None)
-    await wq.save_column(conn, device.id, inputs.anchor, f, last)
+    return wq.ColumnResult(device.id, inputs.anchor, f, last)
+
+
+async def recompute_columns(
+    conn: asyncpg.Connection, columns: Mapping[str, wq.ColumnDevice], since: Mapping[str, datetime]
+) -> None:
+    ids = sorted(columns)
+    for k in range(0, len(ids), CHUNK):
+        chunk = {i: since[i] for i in ids[k : k + CHUNK]}
+        inputs = await wq.columns_inputs(conn, chunk, CREW_MERGE)
+        await wq.save_columns(conn, [_recompute(columns[i], inputs[i]) for i in chunk])
 
 
 async def refresh_stream_rates(conn: asyncpg.Connection) -> int:
@@ -75,8 +87,7 @@ async def run(conn: asyncpg.Connection, window: Window, settings: Settings) -> i
     for dev, ts in (await changed_devices(conn, "waste_crew_emptied", window)).items():
         since[dev] = min(ts, since.get(dev, ts))
     columns = await wq.waste_columns(conn, list(since))
-    for dev_id in sorted(columns):
-        await recompute_column(conn, columns[dev_id], since[dev_id])
+    await recompute_columns(conn, columns, since)
     await refresh_stream_rates(conn)
     return len(columns)
 
