@@ -374,6 +374,13 @@ def local_midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=TZ).astimezone(UTC)
 
 
+def due_horizon(day: date, days: frozenset[int]) -> datetime:
+    """A column reaching its threshold before this is due on `day`'s list: the end of its
+    round's next collection day after `day` (midnight Europe/Paris), as the crew will not be
+    back before."""
+    return local_midnight(next_collection_day(day, days) + timedelta(days=1))
+
+
 @dataclass(frozen=True)
 class ListCandidate:
     device_id: str
@@ -383,25 +390,22 @@ class ListCandidate:
     eta_threshold: datetime | None
     fill_ts: datetime | None
     alarms: tuple[str, ...]
-    collection_days: frozenset[int]
+    horizon: datetime  # due_horizon of the list's day for the column's round
 
 
-def list_reason(c: ListCandidate, day: date) -> Reason | None:
-    """Why the column is on `day`'s list, or None.
+def list_reason(c: ListCandidate) -> Reason | None:
+    """Why the column is on the list, or None.
 
     alarm: its latest reading carries fire or tilt; full: level at or over its threshold; due:
-    predicted to reach it before the end of the round's next collection day after `day` (the
-    crew will not be back before). Never a column under 25 % without an alarm."""
+    predicted to reach it before its horizon. Never a column under 25 % without an alarm."""
     if LIST_ALARMS.intersection(c.alarms):
         return "alarm"
     if c.fill_pct is None or c.fill_pct < MIN_LIST_FILL_PCT:
         return None
     if c.fill_pct >= c.threshold_pct:
         return "full"
-    if c.eta_threshold is not None:
-        horizon = local_midnight(next_collection_day(day, c.collection_days) + timedelta(days=1))
-        if c.eta_threshold < horizon:
-            return "due"
+    if c.eta_threshold is not None and c.eta_threshold < c.horizon:
+        return "due"
     return None
 
 

@@ -16,7 +16,9 @@ from analytics.waste import (
     MIN_LIST_FILL_PCT,
     TZ,
     ListCandidate,
+    due_horizon,
     list_reason,
+    local_midnight,
     parse_days,
     urgency_key,
 )
@@ -171,6 +173,10 @@ async def collection_list(
 ) -> CollectionList:
     now = datetime.now(UTC)
     day = day or now.astimezone(TZ).date()
+    if not 2000 <= day.year <= 2999:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"date: {day.isoformat()} is out of range"
+        )
     if stream is not None and (stream not in STREAMS or not await wq.stream_known(pool, stream)):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
@@ -178,14 +184,24 @@ async def collection_list(
         )
     if group is not None and not await wq.group_known(pool, group):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no waste column in round {group!r}")
-    default_days = parse_days(settings.waste_collection_days.split(","))
+    default_horizon = due_horizon(day, parse_days(settings.waste_collection_days.split(",")))
     rows = await wq.list_candidates(
-        pool, stream, group, min_fill_pct=MIN_LIST_FILL_PCT, alarms=sorted(LIST_ALARMS)
+        pool,
+        stream,
+        group,
+        min_fill_pct=MIN_LIST_FILL_PCT,
+        alarms=sorted(LIST_ALARMS),
+        due_before=default_horizon,
+        # no round's next collection day is more than a week after `day`
+        custom_due_before=local_midnight(day + timedelta(days=8)),
     )
+    horizons: dict[tuple[str, ...], datetime] = {}
     picked = []
     for row in rows:
         st = row.state
-        days = row.attributes.get("collection_days")
+        days = tuple(row.collection_days or ())
+        if days and days not in horizons:
+            horizons[days] = due_horizon(day, parse_days(days))
         cand = ListCandidate(
             device_id=st.device_id,
             fill_pct=st.fill_pct,
@@ -194,9 +210,9 @@ async def collection_list(
             eta_threshold=st.eta_threshold,
             fill_ts=st.fill_ts,
             alarms=st.last_alarms,
-            collection_days=parse_days(days) if days else default_days,
+            horizon=horizons[days] if days else default_horizon,
         )
-        reason = list_reason(cand, day)
+        reason = list_reason(cand)
         if reason is not None:
             picked.append((urgency_key(cand, reason), reason, row))
     picked.sort(key=lambda p: p[0])

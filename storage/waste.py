@@ -61,7 +61,7 @@ class ListRow:
     state: ColumnState
     lat: float | None
     lon: float | None
-    attributes: dict[str, Any]
+    collection_days: list[str] | None
 
 
 def _attrs(raw: object) -> dict[str, Any]:
@@ -407,16 +407,24 @@ async def list_candidates(
     *,
     min_fill_pct: float,
     alarms: Sequence[str],
+    due_before: datetime,
+    custom_due_before: datetime,
 ) -> list[ListRow]:
-    """Active columns of the stream/round that may be on a collection list: at least
-    `min_fill_pct` full, or with one of `alarms` on their latest reading."""
+    """Active columns of the stream/round that may be on a collection list: with one of
+    `alarms` on their latest reading, or at least `min_fill_pct` full and either at their
+    threshold or reaching it before `due_before` (`custom_due_before`, a bound, for columns
+    with collection days of their own)."""
     rows = await pool.fetch(
-        f"SELECT {_STATE_COLUMNS}, d.lat, d.lon, d.attributes "
+        f"SELECT {_STATE_COLUMNS}, d.lat, d.lon, d.attributes -> 'collection_days' AS days "
         "FROM waste_column_state s JOIN devices d ON d.id = s.device_id "
-        f"WHERE {_COLUMNS_WHERE} AND (s.fill_pct >= $3 OR s.last_alarms && $4::text[])",
+        f"WHERE {_COLUMNS_WHERE} AND (s.last_alarms && $4::text[] OR (s.fill_pct >= $3 "
+        "AND (s.fill_pct >= s.threshold_pct OR s.eta_threshold < CASE WHEN "
+        "d.attributes ? 'collection_days' THEN $6::timestamptz ELSE $5::timestamptz END)))",
         stream,
         group,
         min_fill_pct,
         list(alarms),
+        due_before,
+        custom_due_before,
     )
-    return [ListRow(_state(r), r["lat"], r["lon"], _attrs(r["attributes"])) for r in rows]
+    return [ListRow(_state(r), r["lat"], r["lon"], r["days"]) for r in rows]

@@ -11,6 +11,7 @@ from analytics.waste import (
     ListCandidate,
     Point,
     RawReading,
+    due_horizon,
     forecast_column,
     list_reason,
     next_collection_day,
@@ -212,7 +213,9 @@ def test_valid_points_then_forecast_drop_the_bad_readings() -> None:
 def _cand(
     dev: str, fill: float | None, eta: datetime | None, alarms: tuple[str, ...] = ()
 ) -> ListCandidate:
-    return ListCandidate(dev, fill, 10.0, 80.0, eta, T0, alarms, parse_days(["mon", "thu"]))
+    # Monday 2 March: the next collection (Mondays and Thursdays) is Thursday 5
+    horizon = due_horizon(date(2026, 3, 2), parse_days(["mon", "thu"]))
+    return ListCandidate(dev, fill, 10.0, 80.0, eta, T0, alarms, horizon)
 
 
 def test_next_collection_day() -> None:
@@ -224,17 +227,22 @@ def test_next_collection_day() -> None:
 
 
 def test_list_reasons() -> None:
-    day = date(2026, 3, 2)  # Monday; next collection Thursday 5th; horizon Fri 6th 00:00 Paris
-    horizon = datetime(2026, 3, 5, 23, 0, tzinfo=UTC)  # = 2026-03-06 00:00 +01:00
-    assert list_reason(_cand("a", 85, T0), day) == "full"
-    assert list_reason(_cand("b", 80, T0), day) == "full"  # at the threshold
-    assert list_reason(_cand("c", 50, horizon - H), day) == "due"
-    assert list_reason(_cand("d", 50, horizon), day) is None  # reaches it after Thursday
-    assert list_reason(_cand("e", 20, horizon - 48 * H), day) is None  # under 25 %
-    assert list_reason(_cand("f", 20, None, ("fire",)), day) == "alarm"
-    assert list_reason(_cand("g", 5, None, ("tilt",)), day) == "alarm"
-    assert list_reason(_cand("h", 90, None, ("lid_open",)), day) == "full"
-    assert list_reason(_cand("i", None, None), day) is None
+    # Monday 2; next collection Thursday 5; horizon Fri 6 00:00 Paris = Thu 5 23:00 UTC
+    horizon = datetime(2026, 3, 5, 23, 0, tzinfo=UTC)
+    assert due_horizon(date(2026, 3, 2), parse_days(["mon", "thu"])) == horizon
+    # across the change to summer time: Fri 27 March → next Mon 30 → Tue 31 00:00 +02:00
+    assert due_horizon(date(2026, 3, 27), parse_days(["mon"])) == datetime(
+        2026, 3, 30, 22, 0, tzinfo=UTC
+    )
+    assert list_reason(_cand("a", 85, T0)) == "full"
+    assert list_reason(_cand("b", 80, T0)) == "full"  # at the threshold
+    assert list_reason(_cand("c", 50, horizon - H)) == "due"
+    assert list_reason(_cand("d", 50, horizon)) is None  # reaches it after Thursday
+    assert list_reason(_cand("e", 20, horizon - 48 * H)) is None  # under 25 %
+    assert list_reason(_cand("f", 20, None, ("fire",))) == "alarm"
+    assert list_reason(_cand("g", 5, None, ("tilt",))) == "alarm"
+    assert list_reason(_cand("h", 90, None, ("lid_open",))) == "full"
+    assert list_reason(_cand("i", None, None)) is None
 
 
 def test_sort_alarms_first_then_time_to_threshold() -> None:
@@ -245,7 +253,7 @@ def test_sort_alarms_first_then_time_to_threshold() -> None:
         _cand("due-soon", 70, T0 + 5 * H),
         _cand("full-overdue", 95, T0 - 20 * H),
     ]
-    reasons = {x.device_id: list_reason(x, date(2026, 3, 2)) for x in c}
+    reasons = {x.device_id: list_reason(x) for x in c}
     order = sorted(c, key=lambda x: urgency_key(x, reasons[x.device_id]))  # type: ignore[arg-type]
     # full-no-rate counts from its last reading (T0); full-overdue reached 80 % 20 h before T0
     assert [x.device_id for x in order] == [

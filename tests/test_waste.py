@@ -400,6 +400,8 @@ def test_errors(api: TestClient, uid: str) -> None:
     assert forecast(api, f"wc-{uid}")["fill_pct"] is None  # no reading yet
     assert api.get("/waste/collection-list", params={"date": "2026-02-30"}).status_code == 422
     assert api.get("/waste/collection-list", params={"date": "tomorrow"}).status_code == 422
+    r = api.get("/waste/collection-list", params={"date": "9999-12-31"})
+    assert r.status_code == 422 and "date" in r.json()["detail"]
     r = api.get("/waste/collection-list", params={"stream": "plutonium"})
     assert r.status_code == 404 and "plutonium" in r.json()["detail"]
     r = api.get("/waste/collection-list", params={"group": f"nowhere-{uid}"})
