@@ -44,7 +44,7 @@ MIN_CYCLE_SPAN = timedelta(hours=24)
 HISTORY_CYCLES = 4
 # Theil-Sen is quadratic in the number of points; a longer cycle is thinned to this many
 # points, evenly spaced by index (exact below it).
-THEIL_SEN_MAX_POINTS = 64
+THEIL_SEN_MAX_POINTS = 40
 
 MIN_LIST_FILL_PCT = 25.0
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -102,6 +102,13 @@ _STATE_COLUMNS = (
 # --- the worker's side ---------------------------------------------------------------------
 
 
+async def without_jit(conn: asyncpg.Connection) -> None:
+    """For the rest of the transaction. The per-column range scans are estimated expensive
+    enough for PostgreSQL to JIT-compile each chunk's query: ~0.3 s of compiling for ~0.1 s of
+    work."""
+    await conn.execute("SET LOCAL jit = off")
+
+
 async def waste_columns(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, ColumnDevice]:
     """The registered waste columns among `ids` (decommissioned ones too: their history)."""
     rows = await conn.fetch(
@@ -149,10 +156,10 @@ async def columns_inputs(
     start = [anchors[i].ts if i in anchors else _NEVER for i in ids]
     readings: dict[str, list[RawReading]] = {i: [] for i in ids}
     for r in await conn.fetch(
-        f"SELECT r.device_id, r.{_READING_COLUMNS.replace(', ', ', r.')} "
-        "FROM unnest($1::text[], $2::timestamptz[]) AS c(id, start) "
-        "JOIN waste_column_readings r ON r.device_id = c.id AND r.ts >= c.start "
-        "ORDER BY r.device_id, r.ts",
+        # LATERAL: one index range scan per column, whatever the planner guesses of unnest.
+        "SELECT c.id AS device_id, r.* FROM unnest($1::text[], $2::timestamptz[]) AS c(id, start) "
+        f"CROSS JOIN LATERAL (SELECT {_READING_COLUMNS} FROM waste_column_readings r "
+        "WHERE r.device_id = c.id AND r.ts >= c.start ORDER BY r.ts) r",
         ids,
         start,
     ):

@@ -83,6 +83,7 @@ async def refresh_stream_rates(conn: asyncpg.Connection) -> int:
 
 
 async def run(conn: asyncpg.Connection, window: Window, settings: Settings) -> int:
+    await wq.without_jit(conn)
     since = await changed_devices(conn, "waste_column_readings", window)
     for dev, ts in (await changed_devices(conn, "waste_crew_emptied", window)).items():
         since[dev] = min(ts, since.get(dev, ts))
