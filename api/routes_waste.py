@@ -84,7 +84,12 @@ class CollectionList(BaseModel):
 
 
 def _local(ts: datetime | None) -> datetime | None:
-    return ts.astimezone(TZ) if ts is not None else None
+    """Europe/Paris, to the second: what a planner reads."""
+    return ts.astimezone(TZ).replace(microsecond=0) if ts is not None else None
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    return round(x, digits) if x is not None else None
 
 
 async def _column_or_404(pool: PoolDep, device_id: str) -> tuple[wq.ColumnDevice, Any]:
@@ -119,8 +124,8 @@ async def forecast(device_id: ColumnPath, pool: PoolDep) -> Forecast:
             fill_ts=None,
         )
     return Forecast(
-        fill_pct=st.fill_pct,
-        rate_pct_per_day=st.rate_pct_per_day,
+        fill_pct=_round(st.fill_pct, 1),
+        rate_pct_per_day=_round(st.rate_pct_per_day, 2),
         rate_source=st.rate_source,
         threshold_pct=st.threshold_pct,
         eta_threshold=_local(st.eta_threshold),
@@ -219,15 +224,18 @@ async def collection_list(
     items = [
         ListItem(
             device_id=row.state.device_id,
-            fill_pct=row.state.fill_pct,
-            rate_pct_per_day=row.state.rate_pct_per_day,
+            fill_pct=_round(row.state.fill_pct, 1),
+            rate_pct_per_day=_round(row.state.rate_pct_per_day, 2),
             eta_threshold=_local(row.state.eta_threshold),
             reason=reason,
             lat=row.lat,
             lon=row.lon,
             last_emptied=_local(row.state.last_emptied),
+            # a device clock may run up to the ingest's future tolerance ahead
             reading_age_s=(
-                int((now - row.state.fill_ts).total_seconds()) if row.state.fill_ts else None
+                max(0, int((now - row.state.fill_ts).total_seconds()))
+                if row.state.fill_ts
+                else None
             ),
         )
         for _, reason, row in picked

@@ -223,7 +223,8 @@ async def run(args: argparse.Namespace, database_url: str, owned: bool) -> None:
         n = max(1, round(2000 * args.scale)) if not args.quick else 40
         days = 90 if not args.quick else 20
         step = timedelta(minutes=args.interval_min)
-        end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        # history up to a few readings ago: the incremental runs add readings up to now
+        end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - 5 * step
         start = end - timedelta(days=days)
         cols = [Column(i, prefix, rng) for i in range(n)]
         await register(conn, cols)

@@ -119,13 +119,16 @@ def _waste_list(args: argparse.Namespace, client: httpx.Client) -> int:
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
+    def when(iso: str | None) -> str:
+        return "-" if iso is None else iso[:16].replace("T", " ")
+
     print(f"{body['date']}: {len(body['items'])} columns to empty")
-    print(f"{'column':24} {'reason':6} {'fill %':>6} {'%/day':>6} {'reaches threshold':25} place")
+    print(f"{'column':24} {'reason':6} {'fill %':>6} {'%/day':>6} {'reaches threshold':17} place")
     for it in body["items"]:
         where = f"{it['lat']:.5f},{it['lon']:.5f}" if it["lat"] is not None else "-"
         print(
             f"{it['device_id']:24} {it['reason']:6} {num(it['fill_pct'], '.0f'):>6} "
-            f"{num(it['rate_pct_per_day'], '.1f'):>6} {it['eta_threshold'] or '-':25} {where}"
+            f"{num(it['rate_pct_per_day'], '.1f'):>6} {when(it['eta_threshold']):17} {where}"
         )
     return 0
 
