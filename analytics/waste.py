@@ -102,6 +102,15 @@ class Emptying:
     confirmed_ts: datetime
     # Fill rate of the cycle this emptying ended (None: too short to tell).
     ended_cycle_rate: float | None = None
+    # A detected one: the kept reading before the drop (not stored).
+    after_ts: datetime | None = None
+
+    def same_as_crew(self, crew_ts: datetime) -> bool:
+        """A detected drop within CREW_MERGE of a crew confirmation, or one whose readings
+        straddle it (the sensor's next reading came hours after the crew), is the crew's."""
+        if abs(self.ts - crew_ts) <= CREW_MERGE:
+            return True
+        return self.after_ts is not None and self.after_ts <= crew_ts <= self.ts
 
 
 def reading_fill(r: RawReading, p: ColumnParams) -> float | None:
@@ -172,18 +181,25 @@ def detect_emptyings(kept: Sequence[Point], raw: Sequence[Point]) -> list[Emptyi
     for prev, pt in itertools.pairwise(kept):
         if _is_emptying(prev.fill_pct, pt.fill_pct):
             events.append(
-                Emptying(pt.ts, "sensor", prev.fill_pct, pt.fill_pct, nxt.get(pt.ts, pt.ts))
+                Emptying(
+                    pt.ts,
+                    "sensor",
+                    prev.fill_pct,
+                    pt.fill_pct,
+                    nxt.get(pt.ts, pt.ts),
+                    after_ts=prev.ts,
+                )
             )
     return events
 
 
 def merge_crew(detected: Sequence[Emptying], crew: Sequence[datetime]) -> list[Emptying]:
-    """Crew confirmations are ground truth: a detected emptying within CREW_MERGE of one is the
-    same emptying, dated by the crew."""
-    kept = [e for e in detected if not any(abs(e.ts - c) <= CREW_MERGE for c in crew)]
+    """Crew confirmations are ground truth: a detected emptying that is the same as one
+    (`Emptying.same_as_crew`) is dated by the crew."""
+    kept = [e for e in detected if not any(e.same_as_crew(c) for c in crew)]
     crew_events = []
     for c in crew:
-        near = [e for e in detected if abs(e.ts - c) <= CREW_MERGE]
+        near = [e for e in detected if e.same_as_crew(c)]
         crew_events.append(
             Emptying(
                 c,

@@ -181,6 +181,18 @@ def test_crew_confirmation_starts_a_new_cycle() -> None:
     assert f.emptyings[0].ended_cycle_rate == pytest.approx(10.0)
 
 
+def test_crew_confirmation_between_two_distant_readings() -> None:
+    # 10, 15, 20, 25, 30 % twice a day, 40 % at 08:00 on day 2, the crew at 10:00, the next
+    # reading 5 % at 22:00 (12 h after the crew: beyond the 6 h window, but the drop straddles
+    # the confirmation) → one emptying, the crew's
+    points = [Point(T0 + k * 12 * H + 6 * H, 10.0 + 5 * k) for k in range(5)]  # 10 … 30
+    points += [Point(T0 + 2 * D + 8 * H, 40.0), Point(T0 + 2 * D + 22 * H, 5.0)]
+    points += [Point(T0 + 3 * D + 10 * H, 6.0)]
+    f = forecast_column(points, [T0 + 2 * D + 10 * H], COL)
+    assert [(e.ts, e.source) for e in f.emptyings] == [(T0 + 2 * D + 10 * H, "crew")]
+    assert f.emptyings[0].fill_before == 40 and f.emptyings[0].fill_after == 5
+
+
 def test_crew_confirmation_without_a_visible_drop_still_counts() -> None:
     points = [Point(T0 + k * D, 10.0 + 2 * k) for k in range(6)]  # 10 … 20, no drop
     f = forecast_column(points, [T0 + 2 * D + 1 * H], COL)
