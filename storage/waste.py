@@ -109,6 +109,19 @@ async def without_jit(conn: asyncpg.Connection) -> None:
     await conn.execute("SET LOCAL jit = off")
 
 
+async def columns_updated(conn: asyncpg.Connection, lower: datetime, upper: datetime) -> list[str]:
+    """Waste columns whose registration changed in the window (`updated_at` is its
+    transaction's start, like the readings' `stored_at`): a new depth, full distance, blind
+    zone or threshold changes their whole history's levels."""
+    rows = await conn.fetch(
+        "SELECT id FROM devices WHERE kind = 'waste_column' AND updated_at >= $1 "
+        "AND updated_at < $2",
+        lower,
+        upper,
+    )
+    return [r["id"] for r in rows]
+
+
 async def waste_columns(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, ColumnDevice]:
     """The registered waste columns among `ids` (decommissioned ones too: their history)."""
     rows = await conn.fetch(

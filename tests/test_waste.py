@@ -171,6 +171,13 @@ def test_ten_percent_a_day_gives_rate_and_eta(
     assert f["eta_threshold"].endswith("+01:00")  # Paris time in March
     assert f["last_emptied"] is None
     assert f["reliability"] == "high"
+    # a new threshold applies at the worker's next run: day 5 + (70 - 50) / 10 = day 7
+    r = api.patch(f"/devices/{dev}", json={"attributes": {"threshold_pct": 70}})
+    assert r.status_code == 200, r.text
+    run_worker(settings)
+    f = forecast(api, dev)
+    assert f["threshold_pct"] == 70
+    assert at(f["eta_threshold"]) == pytest.approx(T0 + 7 * D, abs=timedelta(seconds=1))
 
 
 def test_bad_readings_are_dropped(settings: Settings, api: TestClient, uid: str) -> None:

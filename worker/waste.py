@@ -3,13 +3,14 @@
 A column is recomputed when it has new readings or a new crew confirmation, from its last
 emptying that nothing new can undo (storage.waste.columns_inputs), never from the whole history
 once it has one: the cost of a run follows the columns that reported, times the length of their
-current cycle. Columns without a rate of their own then take their stream's median.
+current cycle. A column whose registration changed (depth, threshold …) is recomputed from its
+first reading. Columns without a rate of their own then take their stream's median.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -31,6 +32,7 @@ from worker.jobs import Job
 # Columns recomputed per round of queries: bounds the readings held in memory at once (a first
 # build reads every column's whole history).
 CHUNK = 200
+_EVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _recompute(device: wq.ColumnDevice, inputs: wq.ColumnInputs) -> wq.ColumnResult:
@@ -87,6 +89,9 @@ async def run(conn: asyncpg.Connection, window: Window, settings: Settings) -> i
     since = await changed_devices(conn, "waste_column_readings", window)
     for dev, ts in (await changed_devices(conn, "waste_crew_emptied", window)).items():
         since[dev] = min(ts, since.get(dev, ts))
+    if not window.first_run:  # the first run recomputes every column with readings anyway
+        for dev in await wq.columns_updated(conn, window.lower, window.upper):
+            since[dev] = _EVER
     columns = await wq.waste_columns(conn, list(since))
     await recompute_columns(conn, columns, since)
     await refresh_stream_rates(conn)
