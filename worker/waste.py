@@ -93,6 +93,8 @@ async def run(conn: asyncpg.Connection, window: Window, settings: Settings) -> i
         for dev in await wq.columns_updated(conn, window.lower, window.upper):
             since[dev] = _EVER
     columns = await wq.waste_columns(conn, list(since))
+    if not columns:
+        return 0  # the stream medians only move with a column's state or registration
     await recompute_columns(conn, columns, since)
     await refresh_stream_rates(conn)
     return len(columns)
