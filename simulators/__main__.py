@@ -18,15 +18,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m simulators",
         description="Simulated water meters, waste columns and parking sensors for Quimper.",
     )
-    parser.add_argument(
-        "--api-url", default=os.environ.get("TERRITORY_API_URL", "http://127.0.0.1:8000")
-    )
-    parser.add_argument(
-        "--admin-key", default=os.environ.get("TERRITORY_ADMIN_KEY", "dev-admin-key")
-    )
-    parser.add_argument(
-        "--mqtt-url", default=os.environ.get("TERRITORY_MQTT_URL", "mqtt://127.0.0.1:1883")
-    )
+    parser.add_argument("--api-url", default=os.environ.get("TERRITORY_API_URL",
+                                                            "http://127.0.0.1:8000"))
+    parser.add_argument("--admin-key", default=os.environ.get("TERRITORY_ADMIN_KEY",
+                                                              "dev-admin-key"))
+    parser.add_argument("--mqtt-url", default=os.environ.get("TERRITORY_MQTT_URL",
+                                                             "mqtt://127.0.0.1:1883"))
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run(args, api_url=args.api_url, admin_key=args.admin_key, mqtt_url=args.mqtt_url)

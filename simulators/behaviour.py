@@ -165,13 +165,8 @@ class SimDevice(ABC):
 
     kind: DeviceKind
 
-    def __init__(
-        self,
-        registration: Registration,
-        rng: random.Random,
-        battery_pct: float,
-        drain_pct_per_day: float,
-    ) -> None:
+    def __init__(self, registration: Registration, rng: random.Random, battery_pct: float,
+                 drain_pct_per_day: float) -> None:
         self.registration = registration
         self._rng = rng
         self._battery = battery_pct
@@ -221,87 +216,17 @@ WaterProfile = Literal["household", "business"]
 # Share of a day's volume drawn in each local hour. Households: morning and evening peaks, the
 # weekend morning later and flatter. Businesses: office/shop hours on weekdays.
 _HOUSEHOLD_WEEKDAY = _normalised(
-    [
-        1.0,
-        0.6,
-        0.4,
-        0.3,
-        0.4,
-        1.2,
-        4.0,
-        8.5,
-        8.0,
-        6.0,
-        5.0,
-        5.0,
-        5.5,
-        5.0,
-        4.0,
-        3.5,
-        3.5,
-        4.5,
-        6.5,
-        8.0,
-        7.5,
-        6.0,
-        4.0,
-        2.0,
-    ]
+    [1.0, 0.6, 0.4, 0.3, 0.4, 1.2, 4.0, 8.5, 8.0, 6.0, 5.0, 5.0,
+     5.5, 5.0, 4.0, 3.5, 3.5, 4.5, 6.5, 8.0, 7.5, 6.0, 4.0, 2.0]
 )
 _HOUSEHOLD_WEEKEND = _normalised(
-    [
-        1.5,
-        0.8,
-        0.5,
-        0.3,
-        0.3,
-        0.5,
-        1.2,
-        3.0,
-        6.0,
-        8.0,
-        7.5,
-        6.5,
-        6.5,
-        5.5,
-        4.5,
-        4.0,
-        4.0,
-        4.5,
-        6.0,
-        7.5,
-        7.0,
-        6.0,
-        4.5,
-        2.5,
-    ]
+    [1.5, 0.8, 0.5, 0.3, 0.3, 0.5, 1.2, 3.0, 6.0, 8.0, 7.5, 6.5,
+     6.5, 5.5, 4.5, 4.0, 4.0, 4.5, 6.0, 7.5, 7.0, 6.0, 4.5, 2.5]
 )
-_BUSINESS_WEEKDAY_RAW = [
-    0.3,
-    0.3,
-    0.3,
-    0.3,
-    0.3,
-    0.5,
-    2.0,
-    6.0,
-    10.0,
-    11.0,
-    11.0,
-    10.0,
-    8.0,
-    9.0,
-    10.0,
-    10.0,
-    9.0,
-    7.0,
-    4.0,
-    1.5,
-    0.8,
-    0.5,
-    0.4,
-    0.3,
-]
+_BUSINESS_WEEKDAY_RAW = (
+    [0.3, 0.3, 0.3, 0.3, 0.3, 0.5, 2.0, 6.0, 10.0, 11.0, 11.0, 10.0,
+     8.0, 9.0, 10.0, 10.0, 9.0, 7.0, 4.0, 1.5, 0.8, 0.5, 0.4, 0.3]
+)
 _BUSINESS_WEEKDAY = _normalised(_BUSINESS_WEEKDAY_RAW)
 # Relative to a weekday's volume: Saturday morning shops, Sunday only the base load.
 _BUSINESS_SATURDAY = tuple(
@@ -376,11 +301,8 @@ class WaterMeter(SimDevice):
         if self.profile == "household":
             table = _HOUSEHOLD_WEEKEND if wd >= 5 else _HOUSEHOLD_WEEKDAY
         else:
-            table = (
-                _BUSINESS_SUNDAY
-                if wd == 6
-                else (_BUSINESS_SATURDAY if wd == 5 else _BUSINESS_WEEKDAY)
-            )
+            table = _BUSINESS_SUNDAY if wd == 6 else (
+                _BUSINESS_SATURDAY if wd == 5 else _BUSINESS_WEEKDAY)
         return self.daily_m3 * _interp_hourly(table, _local_hour(local))
 
     def _leaking_for(self, ts: datetime) -> timedelta:
@@ -403,9 +325,8 @@ class WaterMeter(SimDevice):
             self._drain_battery(dt_h)
             if self.leak_since is None:
                 if _chance(self._rng, self.leak_rate_per_day, dt_h):
-                    self.start_leak(
-                        ts, round(math.exp(self._rng.uniform(math.log(0.005), math.log(0.06))), 4)
-                    )
+                    self.start_leak(ts, round(math.exp(self._rng.uniform(
+                        math.log(0.005), math.log(0.06))), 4))
             elif self._leaking_for(ts) >= LEAK_ALARM_AFTER and _chance(
                 self._rng, self.repair_rate_per_day, dt_h
             ):
@@ -452,42 +373,13 @@ _STREAMS: dict[str, tuple[float, int, int]] = {
     "textile": (3.0, 2500, 1800),
 }
 _STREAM_WEIGHTS: dict[str, float] = {
-    "residual": 30,
-    "packaging": 20,
-    "glass": 20,
-    "paper": 12,
-    "organic": 8,
-    "textile": 5,
+    "residual": 30, "packaging": 20, "glass": 20, "paper": 12, "organic": 8, "textile": 5,
     "other": 5,
 }
 # When people drop waste off (local hour): nothing at night, a peak after work.
 _DEPOSITS = _normalised(
-    [
-        0.1,
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-        0.1,
-        0.5,
-        2.0,
-        4.0,
-        5.0,
-        6.0,
-        6.0,
-        6.0,
-        5.0,
-        5.0,
-        5.5,
-        6.5,
-        8.0,
-        9.0,
-        8.5,
-        6.0,
-        3.0,
-        1.0,
-        0.3,
-    ]
+    [0.1, 0.0, 0.0, 0.0, 0.0, 0.1, 0.5, 2.0, 4.0, 5.0, 6.0, 6.0,
+     6.0, 5.0, 5.0, 5.5, 6.5, 8.0, 9.0, 8.5, 6.0, 3.0, 1.0, 0.3]
 )
 WEEKDAY_NAMES_FR = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
 COLLECTION_ROUNDS: tuple[str, ...] = tuple(f"Tournée du {d}" for d in WEEKDAY_NAMES_FR[:6])
@@ -595,8 +487,7 @@ class WasteColumn(SimDevice):
         if day.weekday() == 6:
             day += timedelta(days=1)
         return datetime.combine(day, time(6, 0), tzinfo=PARIS) + timedelta(
-            minutes=self._rng.randrange(0, 240)
-        )
+            minutes=self._rng.randrange(0, 240))
 
     def ambient_c(self, ts: datetime) -> float:
         """The air around this column (its own offset on the town's climate)."""
@@ -614,13 +505,11 @@ class WasteColumn(SimDevice):
                 self._fill = min(100.0, self._fill + self._deposit_pct(a, b))
                 if self._fill >= ON_DEMAND_FILL_PCT and self._on_demand_at is None:
                     self._on_demand_at = self._crew_time(
-                        b + timedelta(hours=self._rng.uniform(4, 20))
-                    )
+                        b + timedelta(hours=self._rng.uniform(4, 20)))
                 for name, (rate, shortest, longest) in self.alarm_rates.items():
                     if name not in self._alarms_until and _chance(self._rng, rate, _hours(b - a)):
                         self._alarms_until[name] = b + timedelta(
-                            hours=self._rng.uniform(shortest, longest)
-                        )
+                            hours=self._rng.uniform(shortest, longest))
             self._drain_battery(dt_h)
             self._last = ts
         for name, until in list(self._alarms_until.items()):
@@ -668,287 +557,39 @@ class ParkingZone:
 
 PARKING_ZONES: tuple[ParkingZone, ...] = (
     ParkingZone(  # city-centre shopping: full from late morning, restaurants in the evening
-        "Parking de la Providence",
-        47.9958,
-        -4.1045,
-        weekday=(
-            0.10,
-            0.08,
-            0.06,
-            0.05,
-            0.05,
-            0.06,
-            0.12,
-            0.30,
-            0.55,
-            0.75,
-            0.85,
-            0.90,
-            0.88,
-            0.85,
-            0.90,
-            0.90,
-            0.88,
-            0.85,
-            0.75,
-            0.60,
-            0.50,
-            0.40,
-            0.25,
-            0.15,
-        ),
-        saturday=(
-            0.15,
-            0.10,
-            0.08,
-            0.06,
-            0.05,
-            0.05,
-            0.08,
-            0.15,
-            0.35,
-            0.65,
-            0.90,
-            0.95,
-            0.90,
-            0.90,
-            0.95,
-            0.95,
-            0.92,
-            0.85,
-            0.75,
-            0.60,
-            0.50,
-            0.40,
-            0.30,
-            0.20,
-        ),
-        sunday=(
-            0.15,
-            0.10,
-            0.08,
-            0.06,
-            0.05,
-            0.05,
-            0.05,
-            0.08,
-            0.12,
-            0.20,
-            0.35,
-            0.45,
-            0.45,
-            0.40,
-            0.40,
-            0.40,
-            0.35,
-            0.30,
-            0.25,
-            0.20,
-            0.18,
-            0.15,
-            0.12,
-            0.10,
-        ),
+        "Parking de la Providence", 47.9958, -4.1045,
+        weekday=(0.10, 0.08, 0.06, 0.05, 0.05, 0.06, 0.12, 0.30, 0.55, 0.75, 0.85, 0.90,
+                 0.88, 0.85, 0.90, 0.90, 0.88, 0.85, 0.75, 0.60, 0.50, 0.40, 0.25, 0.15),
+        saturday=(0.15, 0.10, 0.08, 0.06, 0.05, 0.05, 0.08, 0.15, 0.35, 0.65, 0.90, 0.95,
+                  0.90, 0.90, 0.95, 0.95, 0.92, 0.85, 0.75, 0.60, 0.50, 0.40, 0.30, 0.20),
+        sunday=(0.15, 0.10, 0.08, 0.06, 0.05, 0.05, 0.05, 0.08, 0.12, 0.20, 0.35, 0.45,
+                0.45, 0.40, 0.40, 0.40, 0.35, 0.30, 0.25, 0.20, 0.18, 0.15, 0.12, 0.10),
         stay_h=1.5,
     ),
     ParkingZone(  # commuters: weekdays 08-18
-        "Parking de la Gare",
-        47.9944,
-        -4.0905,
-        weekday=(
-            0.12,
-            0.10,
-            0.10,
-            0.10,
-            0.10,
-            0.12,
-            0.25,
-            0.60,
-            0.85,
-            0.92,
-            0.93,
-            0.92,
-            0.88,
-            0.90,
-            0.92,
-            0.90,
-            0.85,
-            0.70,
-            0.45,
-            0.30,
-            0.22,
-            0.18,
-            0.15,
-            0.12,
-        ),
-        saturday=(
-            0.10,
-            0.08,
-            0.08,
-            0.08,
-            0.08,
-            0.08,
-            0.12,
-            0.20,
-            0.30,
-            0.40,
-            0.45,
-            0.45,
-            0.45,
-            0.45,
-            0.45,
-            0.45,
-            0.40,
-            0.35,
-            0.30,
-            0.25,
-            0.20,
-            0.15,
-            0.12,
-            0.10,
-        ),
-        sunday=(
-            0.08,
-            0.08,
-            0.08,
-            0.08,
-            0.08,
-            0.08,
-            0.08,
-            0.10,
-            0.15,
-            0.20,
-            0.25,
-            0.25,
-            0.25,
-            0.25,
-            0.25,
-            0.25,
-            0.30,
-            0.35,
-            0.35,
-            0.30,
-            0.20,
-            0.15,
-            0.10,
-            0.08,
-        ),
+        "Parking de la Gare", 47.9944, -4.0905,
+        weekday=(0.12, 0.10, 0.10, 0.10, 0.10, 0.12, 0.25, 0.60, 0.85, 0.92, 0.93, 0.92,
+                 0.88, 0.90, 0.92, 0.90, 0.85, 0.70, 0.45, 0.30, 0.22, 0.18, 0.15, 0.12),
+        saturday=(0.10, 0.08, 0.08, 0.08, 0.08, 0.08, 0.12, 0.20, 0.30, 0.40, 0.45, 0.45,
+                  0.45, 0.45, 0.45, 0.45, 0.40, 0.35, 0.30, 0.25, 0.20, 0.15, 0.12, 0.10),
+        sunday=(0.08, 0.08, 0.08, 0.08, 0.08, 0.08, 0.08, 0.10, 0.15, 0.20, 0.25, 0.25,
+                0.25, 0.25, 0.25, 0.25, 0.30, 0.35, 0.35, 0.30, 0.20, 0.15, 0.10, 0.08),
         stay_h=7.0,
     ),
     ParkingZone(  # hospital: staff shifts and visitors
-        "Hôpital Laennec",
-        47.9918,
-        -4.1175,
-        weekday=(
-            0.35,
-            0.30,
-            0.30,
-            0.30,
-            0.30,
-            0.35,
-            0.55,
-            0.80,
-            0.90,
-            0.93,
-            0.93,
-            0.92,
-            0.90,
-            0.92,
-            0.93,
-            0.92,
-            0.85,
-            0.75,
-            0.60,
-            0.50,
-            0.45,
-            0.40,
-            0.38,
-            0.36,
-        ),
-        saturday=(
-            0.30,
-            0.28,
-            0.28,
-            0.28,
-            0.28,
-            0.30,
-            0.40,
-            0.50,
-            0.55,
-            0.60,
-            0.65,
-            0.65,
-            0.65,
-            0.70,
-            0.70,
-            0.70,
-            0.65,
-            0.60,
-            0.50,
-            0.45,
-            0.40,
-            0.35,
-            0.32,
-            0.30,
-        ),
-        sunday=(
-            0.30,
-            0.28,
-            0.28,
-            0.28,
-            0.28,
-            0.30,
-            0.40,
-            0.45,
-            0.50,
-            0.55,
-            0.60,
-            0.60,
-            0.60,
-            0.65,
-            0.65,
-            0.65,
-            0.60,
-            0.55,
-            0.45,
-            0.40,
-            0.35,
-            0.32,
-            0.30,
-            0.30,
-        ),
+        "Hôpital Laennec", 47.9918, -4.1175,
+        weekday=(0.35, 0.30, 0.30, 0.30, 0.30, 0.35, 0.55, 0.80, 0.90, 0.93, 0.93, 0.92,
+                 0.90, 0.92, 0.93, 0.92, 0.85, 0.75, 0.60, 0.50, 0.45, 0.40, 0.38, 0.36),
+        saturday=(0.30, 0.28, 0.28, 0.28, 0.28, 0.30, 0.40, 0.50, 0.55, 0.60, 0.65, 0.65,
+                  0.65, 0.70, 0.70, 0.70, 0.65, 0.60, 0.50, 0.45, 0.40, 0.35, 0.32, 0.30),
+        sunday=(0.30, 0.28, 0.28, 0.28, 0.28, 0.30, 0.40, 0.45, 0.50, 0.55, 0.60, 0.60,
+                0.60, 0.65, 0.65, 0.65, 0.60, 0.55, 0.45, 0.40, 0.35, 0.32, 0.30, 0.30),
         stay_h=3.0,
     ),
     ParkingZone(  # residential street: the one zone that is fuller at night
-        "Résidentiel Kerfeunteun",
-        48.0110,
-        -4.1060,
-        weekday=(
-            0.80,
-            0.82,
-            0.82,
-            0.82,
-            0.82,
-            0.80,
-            0.72,
-            0.55,
-            0.42,
-            0.40,
-            0.40,
-            0.42,
-            0.45,
-            0.42,
-            0.40,
-            0.40,
-            0.45,
-            0.55,
-            0.65,
-            0.72,
-            0.76,
-            0.78,
-            0.80,
-            0.80,
-        ),
+        "Résidentiel Kerfeunteun", 48.0110, -4.1060,
+        weekday=(0.80, 0.82, 0.82, 0.82, 0.82, 0.80, 0.72, 0.55, 0.42, 0.40, 0.40, 0.42,
+                 0.45, 0.42, 0.40, 0.40, 0.45, 0.55, 0.65, 0.72, 0.76, 0.78, 0.80, 0.80),
         saturday=tuple(0.7 for _ in range(24)),
         sunday=tuple(0.75 for _ in range(24)),
         stay_h=10.0,
@@ -1061,15 +702,8 @@ def _water_meter(rng: random.Random, device_id: str, n: int) -> WaterMeter:
         group=district,
         attributes={"district": district},
     )
-    return WaterMeter(
-        reg,
-        rng,
-        profile=profile,
-        daily_m3=daily,
-        draw_m3h=draw,
-        index_m3=index,
-        battery_pct=battery,
-    )
+    return WaterMeter(reg, rng, profile=profile, daily_m3=daily, draw_m3h=draw,
+                      index_m3=index, battery_pct=battery)
 
 
 def _waste_column(rng: random.Random, device_id: str, n: int) -> WasteColumn:
@@ -1092,16 +726,10 @@ def _waste_column(rng: random.Random, device_id: str, n: int) -> WasteColumn:
         attributes={"depth_mm": depth, "capacity_l": capacity, "waste_stream": stream},
     )
     return WasteColumn(
-        reg,
-        rng,
-        stream=stream,
+        reg, rng, stream=stream,
         fill_rate_pct_per_day=rate * rng.lognormvariate(0, 0.35),
-        depth_mm=depth,
-        round_weekday=weekday,
-        round_minute=rng.randrange(0, 300),
-        report=report,
-        fill_pct=rng.uniform(0, 60),
-        battery_pct=rng.uniform(30, 100),
+        depth_mm=depth, round_weekday=weekday, round_minute=rng.randrange(0, 300),
+        report=report, fill_pct=rng.uniform(0, 60), battery_pct=rng.uniform(30, 100),
         temperature_offset_c=rng.gauss(0, 1),
     )
 

@@ -39,8 +39,7 @@ def _kinds(value: str) -> list[DeviceKind]:
     bad = [n for n in names if n not in valid]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown kind(s) {', '.join(bad) or '(none)'}; choose from {', '.join(valid)}"
-        )
+            f"unknown kind(s) {', '.join(bad) or '(none)'}; choose from {', '.join(valid)}")
     return [DeviceKind(n) for n in dict.fromkeys(names)]
 
 
@@ -50,8 +49,7 @@ def _fault_types(value: str) -> list[FaultType]:
     bad = [n for n in names if n not in valid]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown fault type(s) {', '.join(bad) or '(none)'}; choose from {', '.join(valid)}"
-        )
+            f"unknown fault type(s) {', '.join(bad) or '(none)'}; choose from {', '.join(valid)}")
     return [FaultType(n) for n in dict.fromkeys(names)]
 
 
@@ -82,8 +80,7 @@ def _prefix(value: str) -> str:
     if not _PREFIX.match(value):
         raise argparse.ArgumentTypeError(
             "must start with a letter or digit and use only letters, digits, '_', '.', '-' "
-            "(at most 48 characters)"
-        )
+            "(at most 48 characters)")
     return value
 
 
@@ -92,96 +89,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     all_kinds = ",".join(k.value for k in ALL_KINDS)
     all_faults = ",".join(f.value for f in ALL_FAULTS)
     g = parser.add_argument_group("fleet")
-    g.add_argument(
-        "--kinds",
-        type=_kinds,
-        default=list(ALL_KINDS),
-        help=f"comma-separated device kinds to simulate (default: {all_kinds})",
-    )
-    g.add_argument(
-        "--devices",
-        type=_non_negative(int),
-        default=20,
-        metavar="N",
-        help="devices per kind (default: 20)",
-    )
-    g.add_argument(
-        "--seed",
-        default="0",
-        help="seed for the fleet and its behaviour: same seed, same devices and "
-        "same readings for the same timestamps (default: 0)",
-    )
-    g.add_argument(
-        "--id-prefix",
-        type=_prefix,
-        default="sim",
-        help="device ids are PREFIX-wm-0001, PREFIX-wc-0001, PREFIX-ps-0001 (default: sim)",
-    )
-    g.add_argument(
-        "--no-register",
-        action="store_true",
-        help="do not register the devices through the API first",
-    )
+    g.add_argument("--kinds", type=_kinds, default=list(ALL_KINDS),
+                   help=f"comma-separated device kinds to simulate (default: {all_kinds})")
+    g.add_argument("--devices", type=_non_negative(int), default=20, metavar="N",
+                   help="devices per kind (default: 20)")
+    g.add_argument("--seed", default="0",
+                   help="seed for the fleet and its behaviour: same seed, same devices and "
+                   "same readings for the same timestamps (default: 0)")
+    g.add_argument("--id-prefix", type=_prefix, default="sim",
+                   help="device ids are PREFIX-wm-0001, PREFIX-wc-0001, PREFIX-ps-0001 "
+                   "(default: sim)")
+    g.add_argument("--no-register", action="store_true",
+                   help="do not register the devices through the API first")
     g = parser.add_argument_group("publishing")
-    g.add_argument(
-        "--rate",
-        type=_non_negative(float),
-        default=20.0,
-        metavar="R",
-        help="total MQTT publishes per second, spread evenly over the devices; "
-        "0 = as fast as the broker acknowledges (default: 20)",
-    )
-    g.add_argument(
-        "--duration",
-        type=_non_negative(float),
-        default=0.0,
-        metavar="S",
-        help="seconds of live publishing after the backfill; 0 = until Ctrl-C (default: 0)",
-    )
-    g.add_argument(
-        "--count",
-        type=_non_negative(int),
-        default=0,
-        metavar="M",
-        help="stop after M publishes in all, backfill included (held-back "
-        "out-of-order messages still go out after); 0 = no limit",
-    )
-    g.add_argument(
-        "--backfill-hours",
-        type=_non_negative(float),
-        default=0.0,
-        metavar="H",
-        help="first publish H hours of history (one reading per device per 15 min "
-        "of simulated time, past timestamps) at --rate (default: 0)",
-    )
+    g.add_argument("--rate", type=_non_negative(float), default=20.0, metavar="R",
+                   help="total MQTT publishes per second, spread evenly over the devices; "
+                   "0 = as fast as the broker acknowledges (default: 20)")
+    g.add_argument("--duration", type=_non_negative(float), default=0.0, metavar="S",
+                   help="seconds of live publishing after the backfill; 0 = until Ctrl-C "
+                   "(default: 0)")
+    g.add_argument("--count", type=_non_negative(int), default=0, metavar="M",
+                   help="stop after M publishes in all, backfill included (held-back "
+                   "out-of-order messages still go out after); 0 = no limit")
+    g.add_argument("--backfill-hours", type=_non_negative(float), default=0.0, metavar="H",
+                   help="first publish H hours of history (one reading per device per 15 min "
+                   "of simulated time, past timestamps) at --rate (default: 0)")
     g.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default: 1)")
-    g.add_argument(
-        "--format",
-        type=WireFormat,
-        choices=list(WireFormat),
-        default=WireFormat.NATIVE,
-        help="native: JSON on devices/<id>/telemetry; chirpstack / tts: each reading "
-        "encoded as a real device's LoRaWAN payload (water: Kamstrup flowIQ 2200, "
-        "waste: Milesight EM310-UDL, parking: Bosch PLS) in a ChirpStack v4 or The "
-        "Things Stack v3 uplink on that network server's topic; devices are "
-        "registered with a DevEUI and a decoder (default: native)",
-    )
+    g.add_argument("--format", type=WireFormat, choices=list(WireFormat),
+                   default=WireFormat.NATIVE,
+                   help="native: JSON on devices/<id>/telemetry; chirpstack / tts: each reading "
+                   "encoded as a real device's LoRaWAN payload (water: Kamstrup flowIQ 2200, "
+                   "waste: Milesight EM310-UDL, parking: Bosch PLS) in a ChirpStack v4 or The "
+                   "Things Stack v3 uplink on that network server's topic; devices are "
+                   "registered with a DevEUI and a decoder (default: native)")
     g = parser.add_argument_group("fault injection")
-    g.add_argument(
-        "--faults",
-        type=_probability,
-        default=0.0,
-        metavar="P",
-        help="probability that a message carries a fault, spread evenly over "
-        "--fault-types (default: 0)",
-    )
-    g.add_argument(
-        "--fault-types",
-        type=_fault_types,
-        default=list(ALL_FAULTS),
-        metavar="TYPES",
-        help=f"comma-separated fault types (default: {all_faults})",
-    )
+    g.add_argument("--faults", type=_probability, default=0.0, metavar="P",
+                   help="probability that a message carries a fault, spread evenly over "
+                   "--fault-types (default: 0)")
+    g.add_argument("--fault-types", type=_fault_types, default=list(ALL_FAULTS),
+                   metavar="TYPES", help=f"comma-separated fault types (default: {all_faults})")
 
 
 def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str) -> int:
@@ -203,16 +149,14 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str
     wire: Wire = NATIVE
     if wire_format is not WireFormat.NATIVE:
         bind_lorawan(devices)
-        wire = NetworkServerWire(
-            wire_format, devices, seed=args.seed, network=Network(application=args.id_prefix)
-        )
+        wire = NetworkServerWire(wire_format, devices, seed=args.seed,
+                                 network=Network(application=args.id_prefix))
     report = SimulationReport(devices=len(devices))
     if not args.no_register:
         print(f"registering {len(devices)} devices at {api_url} ...", file=sys.stderr)
         try:
-            result = register_devices(
-                [d.registration for d in devices], api_url=api_url, admin_key=admin_key
-            )
+            result = register_devices([d.registration for d in devices],
+                                      api_url=api_url, admin_key=admin_key)
         except RegistrationError as exc:
             print(f"simulate: {exc}", file=sys.stderr)
             return 1
@@ -220,56 +164,33 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str
             print("simulate: interrupted during registration", file=sys.stderr)
             return 130
         report.registered, report.already_registered = result.created, result.existing
-        print(f"registered {result.created} new, {result.existing} already there", file=sys.stderr)
+        print(f"registered {result.created} new, {result.existing} already there",
+              file=sys.stderr)
 
     if isinstance(wire, NetworkServerWire):
-        print(
-            f"publishing as a {wire_format} network server, e.g. "
-            f"{wire.topic(devices[0].device_id)}",
-            file=sys.stderr,
-        )
-    injector = (
-        FaultInjector(args.faults, args.fault_types, seed=args.seed, wire=wire)
-        if args.faults > 0
-        else None
-    )
-    config = SimulationConfig(
-        rate=args.rate,
-        duration_s=args.duration,
-        count=args.count,
-        backfill_hours=args.backfill_hours,
-    )
+        print(f"publishing as a {wire_format} network server, e.g. "
+              f"{wire.topic(devices[0].device_id)}", file=sys.stderr)
+    injector = (FaultInjector(args.faults, args.fault_types, seed=args.seed, wire=wire)
+                if args.faults > 0 else None)
+    config = SimulationConfig(rate=args.rate, duration_s=args.duration, count=args.count,
+                              backfill_hours=args.backfill_hours)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print(
-            "\nstopping: waiting for outstanding acknowledgements (Ctrl-C again to abort)",
-            file=sys.stderr,
-        )
+        print("\nstopping: waiting for outstanding acknowledgements (Ctrl-C again to abort)",
+              file=sys.stderr)
 
     # SIGTERM too: `territory run` stops its simulator that way, and the acks should still be
     # waited for rather than the process dying with messages in flight.
     in_main = threading.current_thread() is threading.main_thread()
-    previous = (
-        {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        if in_main
-        else {}
-    )
+    previous = ({sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+                if in_main else {})
     try:
-        simulate(
-            devices,
-            endpoint,
-            config,
-            injector=injector,
-            stop=stop,
-            qos=args.qos,
-            client_id=f"{args.id_prefix}-fleet-{os.getpid()}",
-            report=report,
-            wire=wire,
-        )
+        simulate(devices, endpoint, config, injector=injector, stop=stop, qos=args.qos,
+                 client_id=f"{args.id_prefix}-fleet-{os.getpid()}", report=report, wire=wire)
     except PublisherError as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 1

@@ -111,9 +111,8 @@ _INFO_BITS: dict[str, int] = {
 _FLOW_MAX_LH = 0x7FFF  # 0x8000 is the type B "invalid" marker
 
 
-def flowiq2200(
-    *, index_m3: float, flow_m3h: float | None = None, alarms: Iterable[str] = ()
-) -> Frame:
+def flowiq2200(*, index_m3: float, flow_m3h: float | None = None,
+               alarms: Iterable[str] = ()) -> Frame:
     litres = round(index_m3 * 1000)
     if not 0 <= litres < 1 << 31:
         raise ValueError(f"index {index_m3} m³ does not fit a 32-bit litre register")
@@ -144,14 +143,11 @@ class DeviceModel:
 
 MODELS: dict[DeviceKind, DeviceModel] = {
     DeviceKind.WATER_METER: DeviceModel(
-        DeviceKind.WATER_METER, "Kamstrup", "flowIQ 2200", "kamstrup-flowiq2200-lorawan"
-    ),
+        DeviceKind.WATER_METER, "Kamstrup", "flowIQ 2200", "kamstrup-flowiq2200-lorawan"),
     DeviceKind.WASTE_COLUMN: DeviceModel(
-        DeviceKind.WASTE_COLUMN, "Milesight", "EM310-UDL", "milesight-em310-udl"
-    ),
+        DeviceKind.WASTE_COLUMN, "Milesight", "EM310-UDL", "milesight-em310-udl"),
     DeviceKind.PARKING_SENSOR: DeviceModel(
-        DeviceKind.PARKING_SENSOR, "Bosch", "Parking Lot Sensor", "bosch-pls"
-    ),
+        DeviceKind.PARKING_SENSOR, "Bosch", "Parking Lot Sensor", "bosch-pls"),
 }
 
 
@@ -169,11 +165,8 @@ class PayloadEncoder:
     def frame(self, msg: Telemetry, attributes: Mapping[str, Any]) -> Frame:
         p = msg.payload
         if msg.kind is DeviceKind.WATER_METER:
-            return flowiq2200(
-                index_m3=float(p["index_m3"]),
-                flow_m3h=p.get("flow_m3h"),
-                alarms=p.get("alarms", ()),
-            )
+            return flowiq2200(index_m3=float(p["index_m3"]), flow_m3h=p.get("flow_m3h"),
+                              alarms=p.get("alarms", ()))
         if msg.kind is DeviceKind.WASTE_COLUMN:
             depth = attributes.get("depth_mm")
             if not depth and p.get("distance_mm") is None:

@@ -205,10 +205,8 @@ class FaultInjector:
         elif fault is FaultType.FUTURE:
             out.append(replace(wire.encode(msg, self._future(msg.payload, now)), fault=fault))
         elif fault is FaultType.OUT_OF_ORDER:
-            self._held[msg.device_id] = (
-                self._seen + self.max_hold,
-                replace(wire.encode(msg), fault=fault),
-            )
+            self._held[msg.device_id] = (self._seen + self.max_hold,
+                                         replace(wire.encode(msg), fault=fault))
         if fault is not None:
             self.counts[fault] += 1
         if fault is not FaultType.OUT_OF_ORDER and msg.device_id in self._held:
@@ -241,11 +239,8 @@ class FaultInjector:
     def _future(self, payload: dict[str, Any], now: datetime | None) -> datetime:
         """An hour past the later of `now` and the message's own ts."""
         ts = payload.get("ts")
-        base = (
-            now
-            if now is not None
-            else (datetime.fromisoformat(ts) if isinstance(ts, str) else None)
-        )
+        base = now if now is not None else (
+            datetime.fromisoformat(ts) if isinstance(ts, str) else None)
         if base is None:
             raise ValueError("a future fault needs `now` or a payload ts")
         if isinstance(ts, str):

@@ -92,7 +92,8 @@ async def register_devices_async(
             existing += 1
         else:
             raise RegistrationError(
-                f"registering {reg.id} at {url} failed: HTTP {resp.status_code}: {resp.text[:2000]}"
+                f"registering {reg.id} at {url} failed: HTTP {resp.status_code}: "
+                f"{resp.text[:2000]}"
             )
 
     async with httpx.AsyncClient(timeout=timeout_s, transport=transport) as client:
@@ -116,16 +117,10 @@ def register_devices(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> RegistrationResult:
     """Blocking wrapper around `register_devices_async` for the CLI."""
-    return asyncio.run(
-        register_devices_async(
-            registrations,
-            api_url=api_url,
-            admin_key=admin_key,
-            concurrency=concurrency,
-            timeout_s=timeout_s,
-            transport=transport,
-        )
-    )
+    return asyncio.run(register_devices_async(
+        registrations, api_url=api_url, admin_key=admin_key, concurrency=concurrency,
+        timeout_s=timeout_s, transport=transport,
+    ))
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,14 +214,8 @@ class Publisher:
         client.on_publish = self._on_publish
         self._client = client
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: Any,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
             self._connect_error = f"broker {self.endpoint} refused the connection: {reason_code}"
         # paho neither honours the broker's Receive Maximum nor lets the in-flight window
@@ -240,24 +229,12 @@ class Publisher:
                 self._window = self.max_pending
         self._connected.set()
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: Any,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         self.disconnects += 1
 
-    def _on_publish(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
         with self._cond:
             self.pending -= 1
             if reason_code.is_failure:
@@ -271,17 +248,15 @@ class Publisher:
 
     def connect(self, timeout_s: float = 10.0) -> None:
         try:
-            self._client.connect(
-                self.endpoint.host, self.endpoint.port, keepalive=self._keepalive, clean_start=True
-            )
+            self._client.connect(self.endpoint.host, self.endpoint.port,
+                                 keepalive=self._keepalive, clean_start=True)
         except OSError as exc:
             raise PublisherError(f"cannot reach MQTT broker at {self.endpoint}: {exc}") from exc
         self._client.loop_start()
         if not self._connected.wait(timeout_s):
             self.close()
-            raise PublisherError(
-                f"no CONNACK from MQTT broker at {self.endpoint} within {timeout_s:g} s"
-            )
+            raise PublisherError(f"no CONNACK from MQTT broker at {self.endpoint} "
+                                 f"within {timeout_s:g} s")
         if self._connect_error is not None:
             self.close()
             raise PublisherError(self._connect_error)
@@ -371,8 +346,7 @@ class SimulationReport:
             f"already there {self.already_registered})",
             f"published    {self.published} ({self.backfill_messages} backfill) "
             f"in {self.duration_s:.1f} s = {self.rate:.1f} msg/s",
-            f"acked        {self.acked}"
-            + (f", failed {self.failed}" if self.failed else "")
+            f"acked        {self.acked}" + (f", failed {self.failed}" if self.failed else "")
             + (f", UNACKED {self.unacked}" if self.unacked else ""),
             f"faults       {faults}",
         ]
@@ -426,11 +400,9 @@ class _Progress:
             return
         rate = (pub.published - self._last_n) / max(now - self._last_t, 1e-9)
         self._last_t, self._last_n = now, pub.published
-        line = (
-            f"[{phase}] sent {pub.published}  acked {pub.acked}  "
-            f"pending {pub.pending}  rate {rate:.1f}/s  faults {faults}  "
-            f"elapsed {now - self._start:.0f}s"
-        )
+        line = (f"[{phase}] sent {pub.published}  acked {pub.acked}  "
+                f"pending {pub.pending}  rate {rate:.1f}/s  faults {faults}  "
+                f"elapsed {now - self._start:.0f}s")
         if pub.failed:
             line += f"  failed {pub.failed}"
         if self._tty:
@@ -496,11 +468,8 @@ def simulate(
     stop = stop if stop is not None else threading.Event()
     report = report if report is not None else SimulationReport(devices=len(devices))
     report.devices = len(devices)
-    pub = Publisher(
-        endpoint,
-        qos=qos,
-        client_id=client_id or f"sim-fleet-{os.getpid()}-{time.time_ns() % 10**9}",
-    )
+    pub = Publisher(endpoint, qos=qos,
+                    client_id=client_id or f"sim-fleet-{os.getpid()}-{time.time_ns() % 10**9}")
     pub.connect()
     progress_line = _Progress(progress)
     pacer = _Pacer(config.rate)
@@ -531,9 +500,8 @@ def simulate(
     try:
         running = True
         if config.backfill_hours > 0 and devices:
-            for msg in history(
-                devices, end_of_backfill, config.backfill_hours, config.backfill_step
-            ):
+            for msg in history(devices, end_of_backfill, config.backfill_hours,
+                               config.backfill_step):
                 if not send(to_outgoing(msg), "backfill"):
                     running = False
                     break
@@ -568,9 +536,8 @@ def simulate(
         report.acked = pub.acked
         report.failed = pub.failed
         report.unacked = pub.pending
-        report.faults = (
-            {str(k): v for k, v in injector.counts.items()} if injector is not None else {}
-        )
+        report.faults = ({str(k): v for k, v in injector.counts.items()}
+                         if injector is not None else {})
         report.duration_s = elapsed
         report.rate = pub.published / elapsed if elapsed > 0 else 0.0
         report.interrupted = stop.is_set()

@@ -105,16 +105,8 @@ GATEWAYS: tuple[Gateway, ...] = (
 )
 
 SENSITIVITY_DBM = -135.0  # SF12, 125 kHz
-_CHANNELS_HZ = (
-    868_100_000,
-    868_300_000,
-    868_500_000,
-    867_100_000,
-    867_300_000,
-    867_500_000,
-    867_700_000,
-    867_900_000,
-)
+_CHANNELS_HZ = (868_100_000, 868_300_000, 868_500_000, 867_100_000, 867_300_000,
+                867_500_000, 867_700_000, 867_900_000)
 
 
 def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -185,9 +177,8 @@ def _transmit(node: _Node, frame: Frame) -> Transmission:
     # ADR settles on the fastest spreading factor the best link supports.
     best_snr = heard[0].snr
     sf = 7 if best_snr > 0 else min(12, 8 + int(-best_snr // 2.5))
-    tx = Transmission(
-        frame, node.f_cnt, _CHANNELS_HZ[channel], sf, tuple(heard), rng.getrandbits(128)
-    )
+    tx = Transmission(frame, node.f_cnt, _CHANNELS_HZ[channel], sf, tuple(heard),
+                      rng.getrandbits(128))
     node.f_cnt += 1
     return tx
 
@@ -237,9 +228,8 @@ class Network:
         return tts_application_id(self.application)
 
 
-def chirpstack_up(
-    net: Network, reg: Registration, node: _Node, tx: Transmission, ts: datetime
-) -> dict[str, Any]:
+def chirpstack_up(net: Network, reg: Registration, node: _Node, tx: Transmission,
+                  ts: datetime) -> dict[str, Any]:
     """A ChirpStack v4 MQTT integration `up` event (defaults emitted, as v4 does)."""
     model = MODELS[reg.kind]
     return {
@@ -280,20 +270,15 @@ def chirpstack_up(
         ],
         "txInfo": {
             "frequency": tx.frequency_hz,
-            "modulation": {
-                "lora": {
-                    "bandwidth": 125000,
-                    "spreadingFactor": tx.spreading_factor,
-                    "codeRate": "CR_4_5",
-                }
-            },
+            "modulation": {"lora": {"bandwidth": 125000,
+                                    "spreadingFactor": tx.spreading_factor,
+                                    "codeRate": "CR_4_5"}},
         },
     }
 
 
-def tts_up(
-    net: Network, reg: Registration, node: _Node, tx: Transmission, ts: datetime
-) -> dict[str, Any]:
+def tts_up(net: Network, reg: Registration, node: _Node, tx: Transmission,
+           ts: datetime) -> dict[str, Any]:
     """A The Things Stack v3 uplink message (zero values left out, as TTS does)."""
     up: dict[str, Any] = {
         "session_key_id": _b64(tx.uid.to_bytes(16, "big")),
@@ -316,13 +301,9 @@ def tts_up(
             for r in tx.receptions
         ],
         "settings": {
-            "data_rate": {
-                "lora": {
-                    "bandwidth": 125000,
-                    "spreading_factor": tx.spreading_factor,
-                    "coding_rate": "4/5",
-                }
-            },
+            "data_rate": {"lora": {"bandwidth": 125000,
+                                   "spreading_factor": tx.spreading_factor,
+                                   "coding_rate": "4/5"}},
             "frequency": str(tx.frequency_hz),
         },
         "received_at": tts_time(ts),
@@ -434,12 +415,10 @@ class NetworkServerWire:
     def topic(self, device_id: str) -> str:
         reg = self._regs[device_id]
         if self.format is WireFormat.CHIRPSTACK:
-            return chirpstack_topic(
-                self.network.chirpstack_application_id, self._nodes[device_id].dev_eui
-            )
-        return tts_topic(
-            self.network.tts_application_id, self.network.tts_tenant, tts_device_id(reg.id)
-        )
+            return chirpstack_topic(self.network.chirpstack_application_id,
+                                    self._nodes[device_id].dev_eui)
+        return tts_topic(self.network.tts_application_id, self.network.tts_tenant,
+                         tts_device_id(reg.id))
 
     def envelope(self, msg: Telemetry, ts: datetime | None = None) -> dict[str, Any]:
         """The next uplink of `msg`'s device, as the network server's JSON object."""
@@ -451,17 +430,13 @@ class NetworkServerWire:
         return build(self.network, reg, node, tx, when)
 
     def encode(self, msg: Telemetry, ts: datetime | None = None) -> Outgoing:
-        return Outgoing(
-            msg.device_id, _compact(self.envelope(msg, ts)), topic=self.topic(msg.device_id)
-        )
+        return Outgoing(msg.device_id, _compact(self.envelope(msg, ts)),
+                        topic=self.topic(msg.device_id))
 
     def break_schema(self, msg: Telemetry, rng: random.Random) -> Outgoing:
         breaker = rng.choice(SCHEMA_BREAKERS[self.format])
-        return Outgoing(
-            msg.device_id,
-            _compact(breaker(self.envelope(msg), rng)),
-            topic=self.topic(msg.device_id),
-        )
+        return Outgoing(msg.device_id, _compact(breaker(self.envelope(msg), rng)),
+                        topic=self.topic(msg.device_id))
 
 
 __all__ = [
