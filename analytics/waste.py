@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from statistics import median
 from typing import Literal
@@ -173,23 +173,29 @@ def despike(points: Sequence[Point], context: Point | None = None) -> tuple[list
     return kept, False
 
 
-def detect_emptyings(kept: Sequence[Point], raw: Sequence[Point]) -> list[Emptying]:
+def detect_emptyings(
+    kept: Sequence[Point], raw: Sequence[Point], anchor_ts: datetime | None = None
+) -> list[Emptying]:
     """Drops between consecutive kept points. A kept drop always has a next reading (a drop
-    at the end is held back) that did not make it a spike: that reading confirmed it."""
+    at the end is held back) that did not make it a spike: that reading confirmed it. A drop
+    right after a drop is the same emptying seen mid-way (a reading while the column hung from
+    the crane, or 12 % then 2 %), including one continuing `anchor_ts`, the emptying a
+    recomputation starts from."""
     events: list[Emptying] = []
     nxt = {raw[i].ts: raw[i + 1].ts for i in range(len(raw) - 1)}
+    drop_end = anchor_ts
     for prev, pt in itertools.pairwise(kept):
-        if _is_emptying(prev.fill_pct, pt.fill_pct):
+        if not _is_emptying(prev.fill_pct, pt.fill_pct):
+            continue
+        confirmed = nxt.get(pt.ts, pt.ts)
+        if prev.ts == drop_end:
+            if events:
+                events[-1] = replace(events[-1], fill_after=pt.fill_pct, confirmed_ts=confirmed)
+        else:
             events.append(
-                Emptying(
-                    pt.ts,
-                    "sensor",
-                    prev.fill_pct,
-                    pt.fill_pct,
-                    nxt.get(pt.ts, pt.ts),
-                    after_ts=prev.ts,
-                )
+                Emptying(pt.ts, "sensor", prev.fill_pct, pt.fill_pct, confirmed, after_ts=prev.ts)
             )
+        drop_end = pt.ts
     return events
 
 
@@ -304,7 +310,9 @@ def forecast_column(
     cycles that ended at or before the anchor, oldest first; `crew`: the crew confirmations
     after the anchor. The result's `emptyings` are those after the anchor."""
     kept, _held = despike(points, context)
-    detected = detect_emptyings(kept, points)
+    detected = detect_emptyings(
+        kept, points, anchor.ts if anchor is not None and anchor.source == "sensor" else None
+    )
     crew_after = sorted(c for c in crew if anchor is None or c > anchor.ts)
     merge_with = crew_after + ([anchor.ts] if anchor and anchor.source == "crew" else [])
     events = [e for e in merge_crew(detected, merge_with) if anchor is None or e.ts > anchor.ts]

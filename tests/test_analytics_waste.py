@@ -124,6 +124,19 @@ def test_single_low_outlier_is_not_an_emptying() -> None:
     assert f.fill_pct == 60
 
 
+def test_a_drop_seen_mid_way_is_one_emptying() -> None:
+    # 85 → 50 (35 points) → 12 (38 points) → 2 (10 points, to ≤ 15 %) → 3: one emptying, at
+    # the first low reading (48 h), from 85 to the last of the drop (2 %)
+    points = pts((0, 75), (24, 85), (48, 50), (49, 12), (50, 2), (60, 3))
+    f = forecast_column(points, [], COL)
+    assert [(e.ts, e.fill_before, e.fill_after) for e in f.emptyings] == [(T0 + 48 * H, 85, 2)]
+    assert f.emptyings[0].confirmed_ts == T0 + 60 * H
+    # recomputed from that emptying (the worker's incremental run), nothing new is detected
+    g = forecast_column(points[2:], [], COL, context=points[1], anchor=f.emptyings[0])
+    assert g.emptyings == []
+    assert g.last_emptied == T0 + 48 * H
+
+
 def test_drop_to_low_level_by_less_than_30_points() -> None:
     # 35 → 10: only 25 points, but to ≤ 15 % by ≥ 10 points → emptying at 24 h
     points = pts((0, 33), (12, 35), (24, 10), (36, 11))
