@@ -1,4 +1,4 @@
-"""`territory devices ...` and `territory decoders`: the integrator's command line.
+"""`territory devices ...`, `territory decoders` and `territory waste list`: the command line.
 
 A thin client of the HTTP API (TERRITORY_API_URL, TERRITORY_ADMIN_KEY), so the command line and
 the API enforce exactly the same rules.
