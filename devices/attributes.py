@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from devices.kinds import DeviceKind
 
 WasteStream = Literal["residual", "packaging", "glass", "paper", "organic", "textile", "other"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -31,6 +32,43 @@ class WasteColumnAttributes(_Attributes):
     )
     capacity_l: int | None = Field(default=None, gt=0, le=100_000, examples=[4000])
     waste_stream: WasteStream | None = Field(default=None, examples=["glass"])
+    threshold_pct: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="Fill level (%) at which the column is due for emptying (default 80).",
+        examples=[80],
+    )
+    full_mm: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Distance from the sensor at which the column counts as full (default 0: "
+        "the sensor itself); set it where the inlet or the blind zone stops the content earlier.",
+        examples=[250],
+    )
+    blind_zone_mm: int | None = Field(
+        default=None,
+        ge=0,
+        le=2_000,
+        description="Distances under this are the sensor's blind zone and are ignored "
+        "(default 200).",
+        examples=[250],
+    )
+    collection_days: list[Weekday] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=7,
+        description="Days the column's round is collected (default: every working day, "
+        "TERRITORY_WASTE_COLLECTION_DAYS).",
+        examples=[["mon", "thu"]],
+    )
+
+    @model_validator(mode="after")
+    def _full_above_bottom(self) -> WasteColumnAttributes:
+        if self.depth_mm is not None and self.full_mm is not None and self.full_mm >= self.depth_mm:
+            raise ValueError("full_mm must be less than depth_mm")
+        return self
 
 
 class ParkingSensorAttributes(_Attributes):

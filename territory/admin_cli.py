@@ -1,4 +1,4 @@
-"""`territory devices ...` and `territory decoders`: the integrator's command line.
+"""`territory devices ...`, `territory decoders` and `territory waste list`: the command line.
 
 A thin client of the HTTP API (TERRITORY_API_URL, TERRITORY_ADMIN_KEY), so the command line and
 the API enforce exactly the same rules.
@@ -7,6 +7,7 @@ the API enforce exactly the same rules.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -56,6 +57,14 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
     sub.add_parser("decoders", help="list the payload decoders a device can be bound to")
 
+    waste = sub.add_parser("waste", help="waste collection: the columns to empty")
+    wsub = waste.add_subparsers(dest="waste_command", required=True)
+    wl = wsub.add_parser("list", help="the day's collection list, most urgent first")
+    wl.add_argument("--date", help="YYYY-MM-DD (default: today, Europe/Paris)")
+    wl.add_argument("--stream", help="waste stream, e.g. glass (default: all)")
+    wl.add_argument("--group", help="collection round (default: all)")
+    wl.add_argument("--csv", action="store_true", help="CSV with a header instead of a table")
+
 
 def _attr_value(raw: str) -> Any:
     try:
@@ -83,7 +92,50 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str) -> int:
         return 1
 
 
+def _waste_list(args: argparse.Namespace, client: httpx.Client) -> int:
+    params = {k: v for k in ("date", "stream", "group") if (v := getattr(args, k))}
+    r = client.get("/waste/collection-list", params=params)
+    if r.status_code != 200:
+        return _fail(r)
+    body = r.json()
+    fields = [
+        "device_id",
+        "reason",
+        "fill_pct",
+        "rate_pct_per_day",
+        "eta_threshold",
+        "lat",
+        "lon",
+        "last_emptied",
+        "reading_age_s",
+    ]
+    if args.csv:
+        out = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+        out.writeheader()
+        for item in body["items"]:
+            out.writerow({k: "" if item[k] is None else item[k] for k in fields})
+        return 0
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    def when(iso: str | None) -> str:
+        return "-" if iso is None else iso[:16].replace("T", " ")
+
+    print(f"{body['date']}: {len(body['items'])} columns to empty")
+    print(f"{'column':24} {'reason':6} {'fill %':>6} {'%/day':>6} {'reaches threshold':17} place")
+    for it in body["items"]:
+        where = f"{it['lat']:.5f},{it['lon']:.5f}" if it["lat"] is not None else "-"
+        print(
+            f"{it['device_id']:24} {it['reason']:6} {num(it['fill_pct'], '.0f'):>6} "
+            f"{num(it['rate_pct_per_day'], '.1f'):>6} {when(it['eta_threshold']):17} {where}"
+        )
+    return 0
+
+
 def _run(args: argparse.Namespace, client: httpx.Client) -> int:
+    if args.command == "waste":
+        return _waste_list(args, client)
     if args.command == "decoders":
         r = client.get("/decoders")
         if r.status_code != 200:

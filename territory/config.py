@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     # (Nwave) miss two heartbeats before the 6.5 h default runs out.
     parking_freshness_s: float = Field(default=6.5 * 3600, gt=0, le=7 * 86400)
 
+    # Days a waste round is collected unless its columns say otherwise (`collection_days`).
+    waste_collection_days: str = Field(
+        default="mon,tue,wed,thu,fri",
+        pattern=r"^(mon|tue|wed|thu|fri|sat|sun)(,(mon|tue|wed|thu|fri|sat|sun))*$",
+    )
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_url: str = "http://127.0.0.1:8000"

@@ -3,6 +3,7 @@ that read it)."""
 
 from __future__ import annotations
 
+from worker import waste
 from worker.jobs import Job
 from worker.parking import parking_job
 
@@ -10,4 +11,5 @@ from worker.parking import parking_job
 def all_jobs() -> list[Job]:
     jobs: list[Job] = []
     jobs.append(parking_job())
+    jobs.append(waste.JOB)
     return jobs
