@@ -15,6 +15,15 @@ Label = Annotated[str, Field(min_length=1, max_length=64)]
 class _Attributes(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    expected_interval_s: float | None = Field(
+        default=None,
+        ge=1,
+        le=31 * 86400,
+        description="How often the device reports, in seconds; it counts as offline after "
+        "2.1 times this much silence (default per kind, docs/alerts.md).",
+        examples=[3600],
+    )
+
 
 class WaterMeterAttributes(_Attributes):
     district: Label | None = Field(default=None, examples=["Quimper-Centre"])
@@ -31,10 +40,24 @@ class WasteColumnAttributes(_Attributes):
     )
     capacity_l: int | None = Field(default=None, gt=0, le=100_000, examples=[4000])
     waste_stream: WasteStream | None = Field(default=None, examples=["glass"])
+    threshold_pct: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="Fill level at which the column counts as full (default 80).",
+        examples=[80],
+    )
 
 
 class ParkingSensorAttributes(_Attributes):
     zone: Label | None = Field(default=None, examples=["Parking de la Providence"])
+    freshness_s: float | None = Field(
+        default=None,
+        ge=1,
+        le=31 * 86400,
+        description="Silence after which the space's state is unknown (default 6.5 h).",
+        examples=[23400],
+    )
 
 
 ATTRIBUTE_MODELS: dict[DeviceKind, type[_Attributes]] = {

@@ -8,8 +8,10 @@ add to them), so that running it twice over the same window gives the same answe
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -24,3 +26,16 @@ class Job:
     name: str
     run: JobFn  # returns how many derived rows (or devices) it touched, for the log
     interval_s: float = 5.0
+
+
+ServiceFn = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A long-running task of the worker beside its jobs, for work that must not hold a
+    transaction (and its job lock) open while it waits on the network: delivering alerts to
+    MQTT and webhooks. `run` returns when the event is set; it handles its own failures."""
+
+    name: str
+    run: ServiceFn

@@ -118,12 +118,17 @@ async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, *, once: bool = False) -> None:
-    from worker.registry import all_jobs
+    from worker.registry import all_jobs, all_services
 
     if not settings.database_url:
         raise SystemExit("TERRITORY_DATABASE_URL must be set")
-    worker = Worker(settings, all_jobs())
+    worker = Worker(settings, all_jobs(settings))
     log.info("worker: jobs %s", ", ".join(j.name for j in worker.jobs) or "(none)")
+    services: list[asyncio.Task[None]] = (
+        []
+        if once
+        else [asyncio.create_task(s.run(settings, stop), name=s.name) for s in all_services()]
+    )
     try:
         if once:
             await worker.run_once()
@@ -131,6 +136,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
             await worker.run_forever(stop)
     finally:
         await worker.close()
+        stop.set()
+        await asyncio.gather(*services, return_exceptions=True)
 
 
 def main(settings: Settings, *, once: bool = False) -> None:
