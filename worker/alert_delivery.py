@@ -179,7 +179,7 @@ async def _webhook_sender(
                     hook,
                     n.id,
                     error,
-                    f"retry in {delay:.0f}s" if delay is not None else "giving up",
+                    f"retry in {delay:.1f}s" if delay is not None else "giving up",
                 )
                 return
 

@@ -1,0 +1,254 @@
+"""A gateway goes down: 500 water meters fall silent at once. Through the real processes
+(MQTT → ingest → PostgreSQL → `territory worker` → MQTT and webhooks → API): 500 offline
+alerts, ONE grouped notification per live webhook, a dead webhook retried and reported as
+failed without holding anything up, 500 MQTT messages, and all cleared when the meters report
+again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from territory.config import MqttTarget, Settings
+from territory.devenv import free_port
+from tests.conftest import Publisher, ingest_env, wait_for
+from tests.test_alerts import sql
+
+pytestmark = pytest.mark.integration
+
+N = 500
+
+
+class Receiver:
+    """A webhook receiver on a local port, recording every notification's JSON body."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length))
+                outer.bodies.append(body)
+                outer.headers.append(dict(self.headers))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def notifications(self, ids: set[str], transition: str) -> list[dict[str, Any]]:
+        return [
+            b
+            for b in list(self.bodies)
+            if b["type"] == "offline"
+            and b["transition"] == transition
+            and any(a["device_id"] in ids for a in b["alerts"])
+        ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class AlertSubscriber:
+    def __init__(self, url: str, topic: str) -> None:
+        target = MqttTarget(url)
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"test-alerts-{uuid.uuid4().hex[:8]}",
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
+        subscribed = threading.Event()
+        self.client.on_message = lambda c, u, m: self.messages.append(
+            (m.topic, json.loads(m.payload))
+        )
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+        self.client.connect(target.host, target.port)
+        self.client.loop_start()
+        assert subscribed.wait(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def start_worker(settings: Settings, log: Path, webhooks: list[str]) -> subprocess.Popen[bytes]:
+    env = ingest_env(
+        settings,
+        TERRITORY_ALERT_WEBHOOKS=json.dumps(webhooks),
+        TERRITORY_ALERT_EVAL_INTERVAL_S="0.5",
+        TERRITORY_ALERT_GROUP_WAIT_S="3",
+        TERRITORY_ALERT_GROUP_INTERVAL_S="1",
+        TERRITORY_ALERT_WEBHOOK_RETRY_BASE_S="0.3",
+        TERRITORY_ALERT_WEBHOOK_MAX_ATTEMPTS="3",
+        TERRITORY_ALERT_WEBHOOK_TIMEOUT_S="2",
+        TERRITORY_ALERT_DELIVERY_POLL_S="0.2",
+    )
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "territory.cli", "worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def group_alerts(api: TestClient, group: str, **params: Any) -> list[dict[str, Any]]:
+    """Every alert of the group, following the cursor."""
+    out: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        q = {"group": group, "type": "offline", "limit": 200, **params}
+        if cursor:
+            q["cursor"] = cursor
+        r = api.get("/alerts", params=q)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        out += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return out
+
+
+@pytest.mark.usefixtures("ingest")
+def test_a_gateway_down_makes_one_notification_per_webhook(
+    settings: Settings,
+    api: TestClient,
+    publisher: Publisher,
+    receiver: Receiver,
+    uid: str,
+    tmp_path: Path,
+) -> None:
+    group = f"gw-{uid}"
+    ids = [f"gw-{uid}-{i:03d}" for i in range(N)]
+    idset = set(ids)
+    dead = f"http://127.0.0.1:{free_port()}/down"  # nothing listens there
+    body = [
+        {"id": d, "kind": "water_meter", "group": group, "attributes": {"expected_interval_s": 2}}
+        for d in ids
+    ]
+    r = api.post("/devices/bulk", json=body)
+    assert r.status_code == 200 and r.json()["created"] == N, r.text
+    subscriber = AlertSubscriber(settings.mqtt_url, "alerts/offline/+")
+    worker = None
+    try:
+        # Every meter reports (through the gateway), then the gateway goes down: silence.
+        for d in ids:
+            publisher.publish(f"devices/{d}/telemetry", json.dumps({"index_m3": 10.0}))
+        wait_for(
+            lambda: sql(
+                settings,
+                "SELECT count(*) = $2 AS ok FROM water_meter_readings WHERE device_id = ANY($1)",
+                ids,
+                N,
+            )[0]["ok"],
+            timeout=30,
+        )
+        worker = start_worker(settings, tmp_path / "worker.log", [receiver.url, dead])
+
+        # 2 s cadence: offline after 4.2 s of silence.
+        opened = wait_for(lambda: len(group_alerts(api, group, status="open")) == N, timeout=60)
+        assert opened
+        alerts = group_alerts(api, group)
+        assert len(alerts) == N and {a["device_id"] for a in alerts} == idset
+
+        got = wait_for(
+            lambda: (
+                {
+                    a["device_id"]
+                    for n in receiver.notifications(idset, "opened")
+                    for a in n["alerts"]
+                }
+                >= idset
+            ),
+            timeout=30,
+        )
+        assert got
+        (note,) = receiver.notifications(idset, "opened")  # ONE notification for the 500
+        assert note["count"] == len(note["alerts"]) >= N
+        mine = [a for a in note["alerts"] if a["device_id"] in idset]
+        assert len(mine) == N and all(a["group"] == group for a in mine)
+        assert all(a["type"] == "offline" and a["transition"] == "opened" for a in mine)
+
+        # MQTT: one message per alert, on its device's topic.
+        wait_for(
+            lambda: len({t for t, m in subscriber.messages if m["device_id"] in idset}) == N,
+            timeout=30,
+        )
+        topics = {t for t, m in subscriber.messages if m["device_id"] in idset}
+        assert topics == {f"alerts/offline/{d}" for d in ids}
+
+        # The dead webhook: retried with backoff, then reported as failed; the live one had
+        # its notification meanwhile.
+        def dead_failed() -> list[dict[str, Any]]:
+            items = api.get("/alerts/deliveries", params={"status": "failed"}).json()["items"]
+            return [
+                n
+                for n in items
+                if n["webhook"] == dead and n["type"] == "offline" and n["transition"] == "opened"
+            ]
+
+        (failed,) = wait_for(dead_failed, timeout=30)
+        assert failed["attempts"] == 3 and failed["last_error"]
+        assert failed["alert_events"] == note["count"]
+        delivered = api.get("/alerts/deliveries", params={"status": "delivered"}).json()["items"]
+        assert any(n["id"] == note["notification_id"] for n in delivered)
+
+        # The gateway is back: every meter reports, every alert clears, one notification.
+        for d in ids:
+            publisher.publish(f"devices/{d}/telemetry", json.dumps({"index_m3": 10.5}))
+        wait_for(lambda: len(group_alerts(api, group, status="cleared")) == N, timeout=60)
+        wait_for(
+            lambda: (
+                {
+                    a["device_id"]
+                    for n in receiver.notifications(idset, "cleared")
+                    for a in n["alerts"]
+                }
+                >= idset
+            ),
+            timeout=30,
+        )
+        assert len(receiver.notifications(idset, "cleared")) == 1
+        assert all(h.get("X-Territory-Notification") for h in receiver.headers)
+    finally:
+        subscriber.close()
+        if worker is not None:
+            worker.terminate()
+            assert worker.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        sql(
+            settings,
+            "UPDATE devices SET status = 'decommissioned', decommissioned_at = now(), "
+            "updated_at = now() WHERE group_name = $1",
+            group,
+        )
