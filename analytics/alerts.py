@@ -56,7 +56,7 @@ OFFLINE_GRACE = 0.1
 
 def offline_after_s(expected_interval_s: float) -> float:
     """Silence (seconds) after which a device counts as offline: two missed reports plus a
-    tenth of the interval for transmission jitter. 20 s → 42 s; 12 h → 26.4 h."""
+    tenth of the interval for transmission jitter. 20 s → 42 s; 12 h → 25.2 h."""
     return expected_interval_s * (OFFLINE_FACTOR + OFFLINE_GRACE)
 
 

@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_api(settings, args.host or settings.api_host, args.port or settings.api_port)
     if args.command == "simulate":
         return cmd_simulate(settings, args)
-    if args.command in ("devices", "decoders"):
+    if args.command in ("devices", "decoders", "alerts"):
         from territory.admin_cli import run as run_admin
 
         return run_admin(

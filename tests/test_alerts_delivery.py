@@ -13,6 +13,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,13 @@ def test_a_gateway_down_makes_one_notification_per_webhook(
         assert opened
         alerts = group_alerts(api, group)
         assert len(alerts) == N and {a["device_id"] for a in alerts} == idset
+        # Detected within 30 s of crossing the line (evaluation every 0.5 s here; the first
+        # cycle also waits for the worker process to start).
+        for a in alerts:
+            late = datetime.fromisoformat(a["opened_at"]) - datetime.fromisoformat(
+                a["detail"]["deadline"]
+            )
+            assert timedelta(0) <= late < timedelta(seconds=30), a
 
         got = wait_for(
             lambda: (
@@ -251,4 +259,71 @@ def test_a_gateway_down_makes_one_notification_per_webhook(
             "UPDATE devices SET status = 'decommissioned', decommissioned_at = now(), "
             "updated_at = now() WHERE group_name = $1",
             group,
+        )
+
+
+class FlakyReceiver(Receiver):
+    """Answers 503 to its first `failures` notifications, then accepts."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.refused = 0
+        handler = self.server.RequestHandlerClass
+        outer = self
+
+        class Flaky(handler):  # type: ignore[valid-type,misc]
+            def do_POST(self) -> None:
+                if outer.refused < outer.failures:
+                    outer.refused += 1
+                    self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                super().do_POST()
+
+        self.server.RequestHandlerClass = Flaky
+
+
+def test_changes_made_while_no_worker_delivers_are_sent_after_a_restart(
+    settings: Settings, api: TestClient, uid: str, tmp_path: Path
+) -> None:
+    """The evaluation commits its state changes and their outbox rows together; a worker that
+    (re)starts later delivers them, to a webhook that fails twice before accepting."""
+    from tests.test_alerts import cycle, register, water
+
+    flaky = FlakyReceiver(failures=2)
+    ids = [f"rs-{uid}-{i}" for i in range(3)]
+    idset = set(ids)
+    for d in ids:
+        register(api, d, "water_meter", group=f"rs-{uid}")
+        water(settings, d, ago_s=1, alarms=("tamper",))
+    subscriber = AlertSubscriber(settings.mqtt_url, "alerts/tamper/+")
+    worker = None
+    try:
+        cycle(settings)  # committed, not delivered: as if the worker died right after
+        worker = start_worker(settings, tmp_path / "worker.log", [flaky.url])
+
+        def delivered() -> list[dict[str, Any]]:
+            return [
+                b
+                for b in list(flaky.bodies)
+                if b["type"] == "tamper" and {a["device_id"] for a in b["alerts"]} & idset
+            ]
+
+        (note,) = wait_for(delivered, timeout=30)
+        assert flaky.refused == 2
+        assert {a["device_id"] for a in note["alerts"]} >= idset
+        wait_for(lambda: {m["device_id"] for _, m in subscriber.messages} >= idset, timeout=30)
+    finally:
+        subscriber.close()
+        flaky.close()
+        if worker is not None:
+            worker.terminate()
+            assert worker.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        sql(
+            settings,
+            "UPDATE devices SET status = 'decommissioned', decommissioned_at = now(), "
+            "updated_at = now() WHERE id = ANY($1)",
+            ids,
         )
