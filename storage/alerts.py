@@ -23,6 +23,13 @@ READING_TABLES: dict[str, str] = {
 # -- device activity (change feed → last heard) -------------------------------------------------
 
 
+async def plan_each_statement(conn: asyncpg.Connection) -> None:
+    """For the rest of the transaction: plan each statement for its actual parameters. A
+    generic plan of `id = ANY($1)` may pick a scan of a whole kind (a third of the fleet)
+    over primary-key lookups, and the alert job's few statements plan in microseconds."""
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
 async def sync_activity(conn: asyncpg.Connection, kind: str, since: datetime) -> list[str]:
     """Fold the rows stored since `since` into `device_activity` (newest receive time, newest
     battery level by device time); returns the devices that had rows. Reads every row visible
@@ -84,6 +91,28 @@ async def set_engine_state(conn: asyncpg.Connection, key: str, value: str) -> No
     )
 
 
+_SILENCE_UPSERT = """
+    WITH d AS (
+        SELECT d.id, d.kind,
+               coalesce((SELECT a.last_received_at FROM device_activity a
+                          WHERE a.device_id = d.id), d.created_at) AS heard,
+               coalesce((d.attributes ->> 'expected_interval_s')::float8,
+                        CASE d.kind WHEN 'water_meter' THEN $2::float8
+                                    WHEN 'waste_column' THEN $3::float8
+                                    ELSE $4::float8 END) AS interval_s,
+               coalesce((d.attributes ->> 'freshness_s')::float8, $6::float8) AS fresh_s
+        FROM devices d
+        WHERE d.status = 'active' AND {selection}
+    )
+    INSERT INTO alert_silence (device_id, type, deadline)
+    SELECT id, 'offline', heard + make_interval(secs => interval_s * $5::float8) FROM d
+    UNION ALL
+    SELECT id, 'sensor_stale', heard + make_interval(secs => fresh_s) FROM d
+    WHERE kind = 'parking_sensor'
+    ON CONFLICT (device_id, type) DO UPDATE SET deadline = EXCLUDED.deadline
+"""
+
+
 async def recompute_silence(
     conn: asyncpg.Connection,
     device_ids: Sequence[str] | None,
@@ -94,40 +123,29 @@ async def recompute_silence(
 ) -> None:
     """Recompute the offline (and, for parking spaces, sensor_stale) deadlines of the given
     active devices (all of them when None) from when they were last heard, or registered if
-    never heard. Inactive devices lose theirs."""
-    ids = list(device_ids) if device_ids is not None else None
-    await conn.execute(
-        """
-        WITH d AS (
-            SELECT d.id, d.kind, coalesce(a.last_received_at, d.created_at) AS heard,
-                   coalesce((d.attributes ->> 'expected_interval_s')::float8,
-                            CASE d.kind WHEN 'water_meter' THEN $2::float8
-                                        WHEN 'waste_column' THEN $3::float8
-                                        ELSE $4::float8 END) AS interval_s,
-                   coalesce((d.attributes ->> 'freshness_s')::float8, $6::float8) AS fresh_s
-            FROM devices d LEFT JOIN device_activity a ON a.device_id = d.id
-            WHERE ($1::text[] IS NULL OR d.id = ANY($1::text[])) AND d.status = 'active'
-        )
-        INSERT INTO alert_silence (device_id, type, deadline)
-        SELECT id, 'offline', heard + make_interval(secs => interval_s * $5::float8) FROM d
-        UNION ALL
-        SELECT id, 'sensor_stale', heard + make_interval(secs => fresh_s) FROM d
-        WHERE kind = 'parking_sensor'
-        ON CONFLICT (device_id, type) DO UPDATE SET deadline = EXCLUDED.deadline
-        """,
-        ids,
+    never heard. Inactive devices lose theirs. Two statements rather than one with an
+    `$1 IS NULL OR` condition, so that the incremental one always plans as index lookups."""
+    if device_ids is not None and not device_ids:
+        return
+    params = (
         intervals_s["water_meter"],
         intervals_s["waste_column"],
         intervals_s["parking_sensor"],
         offline_factor,
         freshness_s,
     )
+    if device_ids is None:
+        await conn.execute(_SILENCE_UPSERT.format(selection="$1::int IS NULL"), None, *params)
+        await conn.execute(
+            "DELETE FROM alert_silence s USING devices d "
+            "WHERE d.id = s.device_id AND d.status <> 'active'"
+        )
+        return
+    ids = list(device_ids)
+    await conn.execute(_SILENCE_UPSERT.format(selection="d.id = ANY($1::text[])"), ids, *params)
     await conn.execute(
-        """
-        DELETE FROM alert_silence s USING devices d
-        WHERE d.id = s.device_id AND d.status <> 'active'
-          AND ($1::text[] IS NULL OR d.id = ANY($1::text[]))
-        """,
+        "DELETE FROM alert_silence s USING devices d "
+        "WHERE d.id = s.device_id AND d.status <> 'active' AND s.device_id = ANY($1::text[])",
         ids,
     )
 
@@ -201,19 +219,20 @@ async def recent_readings(
     table = READING_TABLES[kind]
     rows = await conn.fetch(
         f"""
-        SELECT d.id, d.kind, d.attributes, a.battery_pct, r.ts, r.alarms, r.fill_pct
+        SELECT d.id, d.kind, d.attributes,
+               (SELECT a.battery_pct FROM device_activity a WHERE a.device_id = d.id)
+                   AS battery_pct,
+               r.ts, r.alarms, r.fill_pct
         FROM devices d
-        LEFT JOIN device_activity a ON a.device_id = d.id
         CROSS JOIN LATERAL (
             SELECT ts, {_RECENT_COLUMNS[kind]} FROM {table} t
             WHERE t.device_id = d.id ORDER BY ts DESC LIMIT $2
         ) r
-        WHERE d.id = ANY($1::text[]) AND d.kind = $3
+        WHERE d.id = ANY($1::text[])
         ORDER BY d.id, r.ts DESC
         """,
         list(device_ids),
         per_device,
-        kind,
     )
     out: dict[str, DeviceRecent] = {}
     for r in rows:

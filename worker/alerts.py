@@ -175,6 +175,7 @@ async def apply(
 async def run_alerts(conn: asyncpg.Connection, window: Window, settings: Settings) -> int:
     # Readings visible now, from the window's lower line on (re-reading the few above its
     # upper line next time is harmless: activity keeps the newest, verdicts are recomputed).
+    await store.plan_each_statement(conn)
     changed: dict[str, list[str]] = {}
     for kind in store.READING_TABLES:
         ids = await store.sync_activity(conn, kind, window.lower)
