@@ -143,9 +143,10 @@ async def recompute_silence(
         return
     ids = list(device_ids)
     await conn.execute(_SILENCE_UPSERT.format(selection="d.id = ANY($1::text[])"), ids, *params)
+    # Through the primary keys on both sides (a join would scan every device for the status).
     await conn.execute(
-        "DELETE FROM alert_silence s USING devices d "
-        "WHERE d.id = s.device_id AND d.status <> 'active' AND s.device_id = ANY($1::text[])",
+        "DELETE FROM alert_silence WHERE device_id = ANY($1::text[]) AND device_id IN "
+        "(SELECT id FROM devices WHERE id = ANY($1::text[]) AND status <> 'active')",
         ids,
     )
 
