@@ -8,6 +8,7 @@ Readings are inserted straight into the reading tables with a chosen `received_a
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from storage.changes import open_window
 from storage.pool import connect
 from territory.config import Settings
-from tests.conftest import make_settings, wait_for
+from tests.conftest import Publisher, make_settings, wait_for
 from worker.alerts import run_alerts
 from worker.jobs import Job
 from worker.service import Worker
@@ -494,3 +495,35 @@ class TestGuarantees:
             settings, "SELECT count(*) AS n FROM alert_events WHERE device_id = ANY($1)", ids
         )
         assert events[0]["n"] == 20
+
+
+@pytest.mark.usefixtures("ingest")
+def test_only_stored_readings_keep_a_device_online(
+    settings: Settings, api: TestClient, publisher: Publisher, devices: str
+) -> None:
+    """Through MQTT and the real ingest: a device whose connection stays up and keeps sending
+    messages that are rejected still goes offline; only a stored reading brings it back."""
+    dev = f"{devices}-mq"
+    register(api, dev, "water_meter", expected_interval_s=2)  # offline after 4.2 s
+    topic = f"devices/{dev}/telemetry"
+    publisher.publish(topic, json.dumps({"index_m3": 5.0}))
+    wait_for(lambda: sql(settings, "SELECT 1 FROM water_meter_readings WHERE device_id = $1", dev))
+    cycle(settings)
+    assert "offline" not in active(api, dev)
+
+    def offline_despite_chatter() -> bool:
+        publisher.publish(topic, json.dumps({"index_m3": "not a number"}))
+        cycle(settings)
+        return "offline" in active(api, dev)
+
+    wait_for(offline_despite_chatter, timeout=30, interval=0.3)
+    alert_id = active(api, dev)["offline"]["id"]
+    rejected = api.get("/rejected", params={"device_id": dev}).json()["items"]
+    assert len(rejected) >= 2  # the chatter reached the platform, and was refused
+    publisher.publish(topic, json.dumps({"index_m3": 5.1}))
+
+    def cleared() -> bool:
+        cycle(settings)
+        return bool(api.get(f"/alerts/{alert_id}").json()["status"] == "cleared")
+
+    wait_for(cleared, timeout=15, interval=0.2)
