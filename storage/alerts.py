@@ -761,3 +761,25 @@ async def retry_notification(conn: asyncpg.Connection | asyncpg.Pool, notificati
         notification_id,
     )
     return result.endswith(" 1")
+
+
+async def prune_outbox(conn: asyncpg.Connection, older_than_s: float) -> tuple[int, int]:
+    """Forget what was delivered long ago: delivered notifications, then events already on MQTT
+    and grouped that no undelivered notification still lists. Alerts themselves are kept.
+    Returns (notifications, events) deleted."""
+    notes: str = await conn.execute(
+        "DELETE FROM alert_notifications WHERE status = 'delivered' "
+        "AND delivered_at < clock_timestamp() - make_interval(secs => $1)",
+        older_than_s,
+    )
+    evs: str = await conn.execute(
+        """
+        DELETE FROM alert_events e
+        WHERE e.at < clock_timestamp() - make_interval(secs => $1)
+          AND e.mqtt_sent_at IS NOT NULL AND e.grouped_at IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM alert_notifications n
+                           WHERE n.status <> 'delivered' AND e.id = ANY(n.event_ids))
+        """,
+        older_than_s,
+    )
+    return int(notes.split()[-1]), int(evs.split()[-1])

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     alert_webhook_max_attempts: int = Field(default=20, ge=1)
     alert_mqtt_topic_prefix: str = Field(default="alerts", min_length=1)
     alert_delivery_poll_s: float = Field(default=0.5, gt=0)
+    # Delivered notifications and sent events older than this are deleted (alerts are kept).
+    alert_outbox_retention_days: float = Field(default=30.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)

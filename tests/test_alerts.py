@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from fastapi.testclient import TestClient
 
+from storage.alerts import prune_outbox
 from storage.changes import open_window
 from storage.pool import connect
 from territory.config import Settings
@@ -283,6 +284,21 @@ class TestTypes:
         cycle(settings)
         assert active(api, dev) == {}
 
+    def test_changing_the_expected_interval_takes_effect_at_the_next_cycle(
+        self, settings: Settings, api: TestClient, devices: str
+    ) -> None:
+        dev = f"{devices}-patch"
+        register(api, dev, "water_meter", expected_interval_s=3600)
+        water(settings, dev, ago_s=100)
+        cycle(settings)
+        assert active(api, dev) == {}  # 100 s < 2.1 h
+        r = api.patch(f"/devices/{dev}", json={"attributes": {"expected_interval_s": 10}})
+        assert r.status_code == 200, r.text
+        cycle(settings)
+        assert "offline" in active(api, dev)  # 100 s > 21 s
+        bad = api.patch(f"/devices/{dev}", json={"attributes": {"expected_interval_s": 0}})
+        assert bad.status_code == 422
+
 
 class TestLifecycleAndApi:
     def test_acknowledge_then_clear_and_the_errors(
@@ -374,6 +390,48 @@ class TestLifecycleAndApi:
 
 
 class TestGuarantees:
+    def test_the_outbox_forgets_what_was_delivered_long_ago_only(
+        self, settings: Settings, api: TestClient, devices: str
+    ) -> None:
+        dev = f"{devices}-prune"
+        register(api, dev, "water_meter")
+        water(settings, dev, ago_s=1, alarms=("leak", "tamper"))
+        cycle(settings)
+        events = sql(
+            settings, "SELECT id, type FROM alert_events WHERE device_id = $1 ORDER BY id", dev
+        )
+        assert sorted(e["type"] for e in events) == ["leak", "tamper"]
+        by_type = {e["type"]: e["id"] for e in events}
+        # leak: on MQTT, grouped, in a delivered notification; tamper: in a failed one.
+        sql(
+            settings,
+            "UPDATE alert_events SET mqtt_sent_at = now(), grouped_at = now(), "
+            "at = at - interval '2 days' WHERE device_id = $1",
+            dev,
+        )
+        sql(
+            settings,
+            "INSERT INTO alert_notifications (webhook, type, transition, event_ids, status, "
+            "delivered_at) VALUES ('http://x.invalid/', 'leak', 'opened', $1, 'delivered', "
+            "now() - interval '2 days'), ('http://x.invalid/', 'tamper', 'opened', $2, "
+            "'failed', NULL)",
+            [by_type["leak"]],
+            [by_type["tamper"]],
+        )
+
+        async def prune() -> tuple[int, int]:
+            conn = await connect(settings.database_url)
+            try:
+                return await prune_outbox(conn, 86400)
+            finally:
+                await conn.close()
+
+        notes, evs = asyncio.run(prune())
+        assert notes >= 1 and evs >= 1
+        left = sql(settings, "SELECT type FROM alert_events WHERE device_id = $1", dev)
+        assert [e["type"] for e in left] == ["tamper"]  # still listed by an undelivered one
+        assert {a["type"] for a in alerts_of(api, dev)} == {"leak", "tamper"}  # alerts kept
+
     def test_a_restart_neither_loses_nor_duplicates(
         self, settings: Settings, api: TestClient, devices: str
     ) -> None:

@@ -195,6 +195,16 @@ async def _group_round(pool: asyncpg.Pool, settings: Settings) -> int:
         )
 
 
+PRUNE_EVERY_S = 3600.0
+
+
+async def _prune_round(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with pool.acquire() as conn:
+        notes, evs = await store.prune_outbox(conn, settings.alert_outbox_retention_days * 86400)
+    if notes or evs:
+        log.info("alert outbox: %d notifications and %d events past retention deleted", notes, evs)
+
+
 async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
     """The delivery loop of `territory worker`, until `stop` is set."""
     sender = MqttSender(settings) if settings.mqtt_url else None
@@ -206,7 +216,11 @@ async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
                 try:
                     async with open_pool(settings.database_url, min_size=1, max_size=4) as pool:
                         pause = settings.alert_delivery_poll_s
+                        pruned = 0.0
                         while not stop.is_set():
+                            if time.monotonic() - pruned > PRUNE_EVERY_S:
+                                await _prune_round(pool, settings)
+                                pruned = time.monotonic()
                             await _group_round(pool, settings)
                             for hook in settings.alert_webhooks:
                                 task = senders.get(hook)
