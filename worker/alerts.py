@@ -23,6 +23,7 @@ for a device that is not active, and clears every alert of a decommissioned devi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -218,3 +219,22 @@ async def run_alerts(conn: asyncpg.Connection, window: Window, settings: Setting
 def job(settings: Settings | None = None) -> Job:
     interval = settings.alert_eval_interval_s if settings is not None else 5.0
     return Job(JOB_NAME, run_alerts, interval_s=interval)
+
+
+async def run_evaluation(settings: Settings, stop: asyncio.Event) -> None:
+    """The evaluation loop of `territory worker`: the alert job in a job loop of its own, on
+    its own connection, so that a long derived-data job (a first build takes minutes) never
+    delays offline detection. The job's lock and window work as for any job."""
+    from worker.service import Worker
+
+    await Worker(settings, [job(settings)]).run_forever(stop)
+
+
+async def evaluate_once(settings: Settings) -> None:
+    from worker.service import Worker
+
+    w = Worker(settings, [job(settings)])
+    try:
+        await w.run_once()
+    finally:
+        await w.close()

@@ -29,13 +29,16 @@ class Job:
 
 
 ServiceFn = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
+OnceFn = Callable[[Settings], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
 class Service:
-    """A long-running task of the worker beside its jobs, for work that must not hold a
-    transaction (and its job lock) open while it waits on the network: delivering alerts to
-    MQTT and webhooks. `run` returns when the event is set; it handles its own failures."""
+    """A long-running task of the worker beside its job loop: work that must not wait behind
+    a long job (alert evaluation, due every few seconds) or must not hold a transaction open
+    while it waits on the network (alert delivery). `run` returns when the event is set and
+    handles its own failures; `once`, if any, is what `territory worker --once` runs."""
 
     name: str
     run: ServiceFn
+    once: OnceFn | None = None

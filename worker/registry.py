@@ -3,17 +3,18 @@ that read it)."""
 
 from __future__ import annotations
 
-from territory.config import Settings
 from worker import alert_delivery, alerts
 from worker.jobs import Job, Service
 
 
-def all_jobs(settings: Settings | None = None) -> list[Job]:
+def all_jobs() -> list[Job]:
     jobs: list[Job] = []
-    jobs.append(alerts.job(settings))
     return jobs
 
 
 def all_services() -> list[Service]:
-    """Long-running tasks beside the jobs (not run by `territory worker --once`)."""
-    return [Service("alert-delivery", alert_delivery.run_delivery)]
+    """Tasks running beside the job loop, each on its own connection."""
+    return [
+        Service("alert-evaluation", alerts.run_evaluation, once=alerts.evaluate_once),
+        Service("alert-delivery", alert_delivery.run_delivery),
+    ]

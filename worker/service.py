@@ -122,22 +122,22 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
 
     if not settings.database_url:
         raise SystemExit("TERRITORY_DATABASE_URL must be set")
-    worker = Worker(settings, all_jobs(settings))
+    worker = Worker(settings, all_jobs())
     log.info("worker: jobs %s", ", ".join(j.name for j in worker.jobs) or "(none)")
-    services: list[asyncio.Task[None]] = (
-        []
-        if once
-        else [asyncio.create_task(s.run(settings, stop), name=s.name) for s in all_services()]
-    )
+    services = all_services()
+    tasks = [] if once else [asyncio.create_task(s.run(settings, stop)) for s in services]
     try:
         if once:
             await worker.run_once()
+            for s in services:
+                if s.once is not None:
+                    await s.once(settings)
         else:
             await worker.run_forever(stop)
     finally:
         await worker.close()
         stop.set()
-        await asyncio.gather(*services, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def main(settings: Settings, *, once: bool = False) -> None:
