@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +23,7 @@ from storage.alerts import prune_outbox
 from storage.changes import open_window
 from storage.pool import connect
 from territory.config import Settings
-from tests.conftest import Publisher, make_settings, wait_for
+from tests.conftest import Publisher, ingest_env, make_settings, wait_for
 from worker.alerts import run_alerts
 from worker.jobs import Job
 from worker.service import Worker
@@ -585,3 +587,18 @@ def test_only_stored_readings_keep_a_device_online(
         return bool(api.get(f"/alerts/{alert_id}").json()["status"] == "cleared")
 
     wait_for(cleared, timeout=15, interval=0.2)
+
+
+def test_worker_once_evaluates_alerts(settings: Settings, api: TestClient, devices: str) -> None:
+    dev = f"{devices}-once"
+    register(api, dev, "waste_column")
+    waste(settings, dev, 30, alarms=("fire",))
+    proc = subprocess.run(
+        [sys.executable, "-m", "territory.cli", "worker", "--once"],
+        env=ingest_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert active(api, dev)["fire"]["severity"] == "critical"
