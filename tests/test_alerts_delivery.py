@@ -327,3 +327,49 @@ def test_changes_made_while_no_worker_delivers_are_sent_after_a_restart(
             "updated_at = now() WHERE id = ANY($1)",
             ids,
         )
+
+
+def test_delivery_survives_its_database_sessions_being_killed(
+    settings: Settings, api: TestClient, receiver: Receiver, uid: str, tmp_path: Path
+) -> None:
+    """The delivery loop's sessions are terminated again and again while it works: it
+    reconnects, and every change is still delivered."""
+    from tests.test_alerts import cycle, register, water
+
+    ids = [f"dk-{uid}-{i}" for i in range(4)]
+    idset = set(ids)
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log, [receiver.url])
+    kill = (
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+        "WHERE application_name = 'territory-alert-delivery'"
+    )
+    try:
+        wait_for(lambda: sql(settings, kill)[0]["n"] > 0, timeout=30)  # it had connected
+        for n, d in enumerate(ids):
+            register(api, d, "water_meter", group=f"dk-{uid}")
+            water(settings, d, ago_s=1, alarms=("backflow",))
+            cycle(settings)
+            if n % 2 == 0:
+                wait_for(lambda: sql(settings, kill)[0]["n"] > 0, timeout=30)
+
+        def all_delivered() -> bool:
+            got = {
+                a["device_id"]
+                for b in list(receiver.bodies)
+                if b["type"] == "backflow"
+                for a in b["alerts"]
+            }
+            return got >= idset
+
+        wait_for(all_delivered, timeout=60, interval=0.2)
+        assert "database unavailable" in log.read_text()
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=30) == 0, log.read_text()[-3000:]
+        sql(
+            settings,
+            "UPDATE devices SET status = 'decommissioned', decommissioned_at = now(), "
+            "updated_at = now() WHERE id = ANY($1)",
+            ids,
+        )

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -37,6 +38,7 @@ log = logging.getLogger("territory.worker.alert_delivery")
 MQTT_BATCH = 500
 PUBACK_TIMEOUT_S = 10.0
 PAYLOAD_VERSION = 1
+APPLICATION_NAME = "territory-alert-delivery"
 
 
 def event_message(e: store.OutboxEvent) -> dict[str, Any]:
@@ -144,8 +146,9 @@ async def _mqtt_round(pool: asyncpg.Pool, sender: MqttSender) -> int:
 async def _webhook_sender(
     pool: asyncpg.Pool, http: httpx.AsyncClient, settings: Settings, hook: str
 ) -> None:
-    """Sends the webhook's due notifications one after the other, oldest first, until none is
-    due: order per webhook is kept, and one webhook never waits for another."""
+    """Sends the webhook's due notifications one after the other, oldest due first, until
+    none is due or one fails (it then waits for its backoff; others that are due may pass it).
+    One webhook never waits for another."""
     lease = settings.alert_webhook_timeout_s + 30
     while True:
         async with pool.acquire() as conn:
@@ -214,7 +217,9 @@ async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient() as http:
             while not stop.is_set():
                 try:
-                    async with open_pool(settings.database_url, min_size=1, max_size=4) as pool:
+                    async with open_pool(
+                        _named(settings.database_url), min_size=1, max_size=4
+                    ) as pool:
                         pause = settings.alert_delivery_poll_s
                         pruned = 0.0
                         while not stop.is_set():
@@ -260,6 +265,15 @@ async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         if sender is not None:
             sender.close()
+
+
+def _named(url: str) -> str:
+    """The database URL with our application_name, so that the delivery's sessions are told
+    apart in pg_stat_activity."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
+    query.append(("application_name", APPLICATION_NAME))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

@@ -125,6 +125,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
     worker = Worker(settings, all_jobs())
     log.info("worker: jobs %s", ", ".join(j.name for j in worker.jobs) or "(none)")
     services = all_services()
+    log.info("worker: beside them %s", ", ".join(s.name for s in services) or "(nothing)")
     tasks = [] if once else [asyncio.create_task(s.run(settings, stop)) for s in services]
     try:
         if once:
