@@ -208,10 +208,43 @@ async def _prune_round(pool: asyncpg.Pool, settings: Settings) -> None:
         log.info("alert outbox: %d notifications and %d events past retention deleted", notes, evs)
 
 
-async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
-    """The delivery loop of `territory worker`, until `stop` is set."""
-    sender = MqttSender(settings) if settings.mqtt_url else None
+async def _deliver(
+    pool: asyncpg.Pool,
+    http: httpx.AsyncClient,
+    sender: MqttSender | None,
+    settings: Settings,
+    stop: asyncio.Event,
+) -> None:
     senders: dict[str, asyncio.Task[None]] = {}
+    pruned = 0.0
+    try:
+        while not stop.is_set():
+            if time.monotonic() - pruned > PRUNE_EVERY_S:
+                await _prune_round(pool, settings)
+                pruned = time.monotonic()
+            await _group_round(pool, settings)
+            for hook in settings.alert_webhooks:
+                task = senders.get(hook)
+                if task is not None and task.done():
+                    failure = None if task.cancelled() else task.exception()
+                    if failure is not None:
+                        raise failure
+                if task is None or task.done():
+                    senders[hook] = asyncio.create_task(_webhook_sender(pool, http, settings, hook))
+            busy = sender is not None and await _mqtt_round(pool, sender) >= MQTT_BATCH
+            if not busy:
+                await _sleep_or_stop(stop, settings.alert_delivery_poll_s)
+    finally:
+        # A POST cut short here keeps its lease, and is sent again when the lease expires.
+        for task in senders.values():
+            task.cancel()
+        await asyncio.gather(*senders.values(), return_exceptions=True)
+
+
+async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
+    """The delivery loop of `territory worker`, until `stop` is set. Any failure (the
+    database gone, a bug) starts it again on a new pool after a pause."""
+    sender = MqttSender(settings) if settings.mqtt_url else None
     pause = settings.alert_delivery_poll_s
     try:
         async with httpx.AsyncClient() as http:
@@ -221,47 +254,14 @@ async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
                         _named(settings.database_url), min_size=1, max_size=4
                     ) as pool:
                         pause = settings.alert_delivery_poll_s
-                        pruned = 0.0
-                        while not stop.is_set():
-                            if time.monotonic() - pruned > PRUNE_EVERY_S:
-                                await _prune_round(pool, settings)
-                                pruned = time.monotonic()
-                            await _group_round(pool, settings)
-                            for hook in settings.alert_webhooks:
-                                task = senders.get(hook)
-                                if task is None or task.done():
-                                    senders[hook] = asyncio.create_task(
-                                        _webhook_sender(pool, http, settings, hook)
-                                    )
-                            busy = False
-                            if sender is not None:
-                                busy = await _mqtt_round(pool, sender) >= MQTT_BATCH
-                            if not busy:
-                                await _sleep_or_stop(stop, settings.alert_delivery_poll_s)
-                            for task in senders.values():
-                                failure = (
-                                    task.exception()
-                                    if task.done() and not task.cancelled()
-                                    else None
-                                )
-                                if failure is not None:
-                                    raise failure
+                        await _deliver(pool, http, sender, settings, stop)
                 except Exception as exc:
-                    if not is_transient(exc):
-                        log.exception("alert delivery failed; starting again")
-                    else:
+                    if is_transient(exc):
                         log.warning("alert delivery: database unavailable (%s)", exc)
-                    for task in senders.values():
-                        task.cancel()
-                    await asyncio.gather(*senders.values(), return_exceptions=True)
-                    senders.clear()
+                    else:
+                        log.exception("alert delivery failed; starting again")
                     await _sleep_or_stop(stop, pause)
                     pause = min(pause * 2, 10.0)
-                finally:
-                    for task in senders.values():
-                        task.cancel()
-                    await asyncio.gather(*senders.values(), return_exceptions=True)
-                    senders.clear()
     finally:
         if sender is not None:
             sender.close()
