@@ -1,11 +1,12 @@
 """What alert evaluation costs with a large fleet, and how fast a silent device is flagged.
 
     .venv/bin/python -m benchmarks.alerts_cycle [--devices 100000] [--quick]
-        [--latency-interval 20] [--cycles 20]
+        [--latency-interval 20] [--cycles 20] [--history-hours H]
 
 Starts a private PostgreSQL and Mosquitto under `.territory/bench-alerts` (territory.devenv),
 migrates, empties the tables, registers N devices (a third of each kind) with a binary COPY and
-gives each one reading received within the last hour (COPY straight into the reading tables),
+gives each one reading received within the last hour (COPY straight into the reading tables;
+`--history-hours H` adds H older hourly readings per device, generated server-side),
 then measures the worker's alert job (worker/alerts.py, run as `territory worker` runs it):
 
 - first cycle: the job's first window is the whole history (builds `device_activity` and the
@@ -135,6 +136,31 @@ async def load_fleet(conn: asyncpg.Connection, n: int) -> None:
     print(f"registered {n} devices with one reading each in {time.perf_counter() - t0:.1f} s")
 
 
+async def load_history(conn: asyncpg.Connection, hours: int) -> None:
+    """`hours` older hourly readings per device, generated server-side: the first cycle reads
+    them all, the later ones must not."""
+    t0 = time.perf_counter()
+    for table, values in (
+        ("water_meter_readings", "index_m3) SELECT d.id, t, t, 1.0"),
+        ("waste_column_readings", "fill_pct) SELECT d.id, t, t, 10.0"),
+        ("parking_sensor_readings", "occupied) SELECT d.id, t, t, false"),
+    ):
+        kind = table.removesuffix("_readings")
+        await conn.execute(
+            f"INSERT INTO {table} (device_id, ts, received_at, {values} "
+            "FROM devices d, generate_series(now() - make_interval(hours => $1 + 1), "
+            "now() - interval '2 hours', interval '1 hour') AS t WHERE d.kind = $2",
+            hours,
+            kind,
+        )
+    n = await conn.fetchval(
+        "SELECT (SELECT count(*) FROM water_meter_readings) + "
+        "(SELECT count(*) FROM waste_column_readings) + "
+        "(SELECT count(*) FROM parking_sensor_readings)"
+    )
+    print(f"history: {n} readings in all ({time.perf_counter() - t0:.0f} s to generate)")
+
+
 async def new_readings(conn: asyncpg.Connection, ids: Sequence[int], ago_s: float = 0) -> None:
     at = datetime.now(UTC) - timedelta(seconds=ago_s)
     for k, kind in enumerate(KINDS):
@@ -222,6 +248,8 @@ async def run(args: argparse.Namespace, database_url: str, mqtt_url: str) -> Non
             "water_meter_readings, waste_column_readings, parking_sensor_readings"
         )
         await load_fleet(conn, args.devices)
+        if args.history_hours:
+            await load_history(conn, args.history_hours)
         # As autovacuum (and BRIN autosummarize) leave a table that has been loaded a while
         # ago: the change feed's BRIN ranges summarised, statistics current.
         await conn.execute("VACUUM ANALYZE")
@@ -290,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--devices", type=int, default=100_000)
     p.add_argument("--cycles", type=int, default=20)
     p.add_argument("--latency-interval", type=float, default=20.0)
+    p.add_argument("--history-hours", type=int, default=0, help="older hourly readings per device")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--data-dir", default=".territory/bench-alerts")
     args = p.parse_args(argv)
