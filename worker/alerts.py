@@ -8,14 +8,24 @@ A condition source is `async def evaluate(conn, cycle) -> Sequence[Condition]`, 
 a (device, type) it says nothing about keeps its state. `cycle` tells it the time, the settings,
 the job's window of the change feed and the devices with new readings, so a source can be
 incremental (look only at what changed) or judge the whole fleet each time. For example the
-derived water leak status (suspected / leak / burst), once it exists, plugs in as:
+derived water leak status (suspected / leak / burst), once it exists, plugs in as below, where
+the storage query returns the meters whose status is not `none` plus those with a leak or
+burst alert still open (both small, through indexes), so that every change is seen whenever
+the water job commits it:
 
     async def leak_status(conn, cycle):
-        changes = await water.leak_status_changed_since(conn, cycle.window.lower)
-        return [Condition(c.device_id, "leak", c.status in ("leak", "burst"), detail=...)
-                for c in changes]
+        out = []
+        for m in await water.leak_status_for_alerts(conn):
+            out.append(Condition(m.device_id, "leak", m.status in ("leak", "burst"),
+                                 detail={"source": "night_flow", "status": m.status}))
+            out.append(Condition(m.device_id, "burst", m.status == "burst"))
+        return out
 
-and `flag_source(exclude=("leak", "burst"))` then leaves those two types to it.
+    def sources():
+        return [silence_source, flag_source(exclude=("leak", "burst")), leak_status]
+
+`flag_source(exclude=...)` leaves those two types to the derived status (or keep both: when two
+sources speak of one (device, type) in a cycle, active wins).
 
 Hysteresis lives in the sources (analytics/alerts.py); the engine itself never opens an alert
 for a device that is not active, and clears every alert of a decommissioned device.
