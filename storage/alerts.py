@@ -289,44 +289,55 @@ class Change:
     transition: str  # opened | repeated | cleared | acknowledged
 
 
+_OPEN = """
+    WITH up AS (
+        INSERT INTO alerts AS a (device_id, type, severity, opened_at, last_seen_at, detail)
+        SELECT u.d, u.t, u.s, $5, $5, u.x::jsonb
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(d, t, s, x)
+        ON CONFLICT (device_id, type) WHERE status <> 'cleared'
+        DO UPDATE SET {on_repeat} detail = EXCLUDED.detail, severity = EXCLUDED.severity
+        RETURNING a.*, (xmax = 0) AS inserted
+    ), ev AS (
+        INSERT INTO alert_events (alert_id, device_id, type, transition, at, snapshot)
+        SELECT up.id, up.device_id, up.type, 'opened', up.opened_at, {snapshot}
+        FROM up WHERE up.inserted
+    )
+    SELECT id, device_id, type, inserted FROM up
+"""
+_COUNT_REPEAT = "count = a.count + 1, last_seen_at = EXCLUDED.last_seen_at,"
+
+
 async def open_or_repeat(
     conn: asyncpg.Connection,
-    items: Sequence[tuple[str, str, str, Mapping[str, Any]]],
+    items: Sequence[tuple[str, str, str, Mapping[str, Any], bool]],
     now: datetime,
 ) -> list[Change]:
-    """Open an alert per (device, type, severity, detail), or count a repeat on the one not
-    yet cleared (the partial unique index decides, even against a concurrent evaluator). Each
-    opening writes its outbox event in the same statement. Keys must be distinct."""
-    if not items:
-        return []
-    rows = await conn.fetch(
-        f"""
-        WITH up AS (
-            INSERT INTO alerts AS a (device_id, type, severity, opened_at, last_seen_at, detail)
-            SELECT u.d, u.t, u.s, $5, $5, u.x::jsonb
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(d, t, s, x)
-            ON CONFLICT (device_id, type) WHERE status <> 'cleared'
-            DO UPDATE SET count = a.count + 1, last_seen_at = EXCLUDED.last_seen_at,
-                          detail = EXCLUDED.detail, severity = EXCLUDED.severity
-            RETURNING a.*, (xmax = 0) AS inserted
-        ), ev AS (
-            INSERT INTO alert_events (alert_id, device_id, type, transition, at, snapshot)
-            SELECT up.id, up.device_id, up.type, 'opened', up.opened_at,
-                   {_SNAPSHOT.format(a="up")}
-            FROM up WHERE up.inserted
+    """Open an alert per (device, type, severity, detail, repeat), or, on the one not yet
+    cleared, count a repeat (when `repeat`; a source restating a standing condition every
+    cycle passes False). The partial unique index decides, even against a concurrent
+    evaluator. Each opening writes its outbox event in the same statement. Keys must be
+    distinct."""
+    out: list[Change] = []
+    for repeat in (True, False):
+        batch = [i for i in items if i[4] is repeat]
+        if not batch:
+            continue
+        sql = _OPEN.format(
+            on_repeat=_COUNT_REPEAT if repeat else "", snapshot=_SNAPSHOT.format(a="up")
         )
-        SELECT id, device_id, type, inserted FROM up
-        """,
-        [i[0] for i in items],
-        [i[1] for i in items],
-        [i[2] for i in items],
-        [json.dumps(i[3], default=str) for i in items],
-        now,
-    )
-    return [
-        Change(r["id"], r["device_id"], r["type"], "opened" if r["inserted"] else "repeated")
-        for r in rows
-    ]
+        rows = await conn.fetch(
+            sql,
+            [i[0] for i in batch],
+            [i[1] for i in batch],
+            [i[2] for i in batch],
+            [json.dumps(i[3], default=str) for i in batch],
+            now,
+        )
+        out += [
+            Change(r["id"], r["device_id"], r["type"], "opened" if r["inserted"] else "repeated")
+            for r in rows
+        ]
+    return out
 
 
 async def clear(

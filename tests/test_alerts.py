@@ -24,7 +24,7 @@ from storage.changes import open_window
 from storage.pool import connect
 from territory.config import Settings
 from tests.conftest import Publisher, ingest_env, make_settings, wait_for
-from worker.alerts import run_alerts
+from worker.alerts import Condition, apply, run_alerts
 from worker.jobs import Job
 from worker.service import Worker
 
@@ -300,6 +300,32 @@ class TestTypes:
         assert "offline" in active(api, dev)  # 100 s > 21 s
         bad = api.patch(f"/devices/{dev}", json={"attributes": {"expected_interval_s": 0}})
         assert bad.status_code == 422
+
+    def test_a_source_restating_a_standing_condition_does_not_count_cycles(
+        self, settings: Settings, api: TestClient, devices: str
+    ) -> None:
+        """How a full-fleet source (the derived leak status, later) plugs in: the same
+        Condition every cycle with repeat=False opens once and keeps count 1; active wins over
+        another source's inactive verdict in the same cycle; inactive alone clears."""
+        dev = f"{devices}-src"
+        register(api, dev, "water_meter")
+
+        async def speak(*conditions: Condition) -> None:
+            conn = await connect(settings.database_url)
+            try:
+                async with conn.transaction():
+                    now = await conn.fetchval("SELECT clock_timestamp()")
+                    await apply(conn, conditions, now)
+            finally:
+                await conn.close()
+
+        standing = Condition(dev, "leak", True, detail={"status": "leak"}, repeat=False)
+        for _ in range(3):
+            asyncio.run(speak(standing, Condition(dev, "leak", False)))
+        (a,) = alerts_of(api, dev)
+        assert a["status"] == "open" and a["count"] == 1 and a["detail"] == {"status": "leak"}
+        asyncio.run(speak(Condition(dev, "leak", False)))
+        assert alerts_of(api, dev)[0]["status"] == "cleared"
 
 
 class TestLifecycleAndApi:

@@ -17,8 +17,9 @@ the water job commits it:
         out = []
         for m in await water.leak_status_for_alerts(conn):
             out.append(Condition(m.device_id, "leak", m.status in ("leak", "burst"),
-                                 detail={"source": "night_flow", "status": m.status}))
-            out.append(Condition(m.device_id, "burst", m.status == "burst"))
+                                 detail={"source": "night_flow", "status": m.status},
+                                 repeat=False))
+            out.append(Condition(m.device_id, "burst", m.status == "burst", repeat=False))
         return out
 
     def sources():
@@ -62,6 +63,9 @@ class Condition:
     active: bool
     severity: str | None = None  # None: the type's default (analytics.alerts.SEVERITY)
     detail: Mapping[str, Any] = field(default_factory=dict)
+    # False for a source that restates a standing condition every cycle: the open alert's
+    # count then stays as it is instead of counting cycles.
+    repeat: bool = True
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,13 @@ async def apply(
         if key not in merged or (c.active and not merged[key].active):
             merged[key] = c
     to_open = [
-        (c.device_id, c.type, c.severity or rules.SEVERITY.get(c.type, "warning"), c.detail)
+        (
+            c.device_id,
+            c.type,
+            c.severity or rules.SEVERITY.get(c.type, "warning"),
+            c.detail,
+            c.repeat,
+        )
         for c in merged.values()
         if c.active
     ]
