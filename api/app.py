@@ -17,7 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
-from api import routes_devices, routes_parking, routes_rejected, routes_system, routes_waste
+from api import (
+    routes_alerts,
+    routes_devices,
+    routes_parking,
+    routes_rejected,
+    routes_system,
+    routes_waste,
+)
 from api.auth import AuthMiddleware
 from api.deps import Busy, require_admin
 from api.limits import BodyLimitMiddleware
@@ -131,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_rejected.router, dependencies=protected, responses=errors)
     app.include_router(routes_parking.router, dependencies=protected, responses=errors)
     app.include_router(routes_waste.router, dependencies=protected, responses=errors)
+    app.include_router(routes_alerts.router, dependencies=protected, responses=errors)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

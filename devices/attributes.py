@@ -16,6 +16,15 @@ Label = Annotated[str, Field(min_length=1, max_length=64)]
 class _Attributes(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    expected_interval_s: float | None = Field(
+        default=None,
+        ge=1,
+        le=31 * 86400,
+        description="How often the device reports, in seconds; it counts as offline after "
+        "2.1 times this much silence (default per kind, docs/alerts.md).",
+        examples=[3600],
+    )
+
 
 class WaterMeterAttributes(_Attributes):
     district: Label | None = Field(default=None, examples=["Quimper-Centre"])

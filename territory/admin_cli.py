@@ -1,4 +1,5 @@
-"""`territory devices ...`, `territory decoders` and `territory waste list`: the command line.
+"""`territory devices ...`, `territory decoders`, `territory waste list` and `territory alerts ...`:
+the command line.
 
 A thin client of the HTTP API (TERRITORY_API_URL, TERRITORY_ADMIN_KEY), so the command line and
 the API enforce exactly the same rules.
@@ -64,6 +65,18 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     wl.add_argument("--stream", help="waste stream, e.g. glass (default: all)")
     wl.add_argument("--group", help="collection round (default: all)")
     wl.add_argument("--csv", action="store_true", help="CSV with a header instead of a table")
+    al = sub.add_parser("alerts", help="list and acknowledge alerts through the API")
+    asub = al.add_subparsers(dest="alerts_command", required=True)
+    als = asub.add_parser("list", help="list alerts, newest first")
+    als.add_argument("--status", choices=["open", "acknowledged", "cleared", "active"])
+    als.add_argument("--type")
+    als.add_argument("--device")
+    als.add_argument("--group")
+    als.add_argument("--since", help="opened at or after (RFC 3339 with offset)")
+    als.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    ack = asub.add_parser("ack", help="acknowledge an alert")
+    ack.add_argument("id", type=int)
+    ack.add_argument("--by", required=True, help="who takes it in hand")
 
 
 def _attr_value(raw: str) -> Any:
@@ -133,9 +146,51 @@ def _waste_list(args: argparse.Namespace, client: httpx.Client) -> int:
     return 0
 
 
+def _alerts(args: argparse.Namespace, client: httpx.Client) -> int:
+    if args.alerts_command == "ack":
+        r = client.post(f"/alerts/{args.id}/acknowledge", json={"by": args.by})
+        if r.status_code != 200:
+            return _fail(r)
+        a = r.json()
+        who = a["acknowledged_by"]
+        print(f"alert {a['id']} ({a['type']} on {a['device_id']}) acknowledged by {who}")
+        return 0
+    params = {
+        k: v
+        for k, v in (
+            ("status", args.status),
+            ("type", args.type),
+            ("device_id", args.device),
+            ("group", args.group),
+            ("since", args.since),
+        )
+        if v
+    }
+    left = args.limit
+    cursor = None
+    while left > 0:
+        page_params = {**params, "limit": min(left, 1000), **({"cursor": cursor} if cursor else {})}
+        r = client.get("/alerts", params=page_params)
+        if r.status_code != 200:
+            return _fail(r)
+        page = r.json()
+        for a in page["items"]:
+            print(
+                f"{a['id']:>8} {a['status']:12} {a['severity']:8} {a['type']:12} "
+                f"{a['device_id']:32} {a['opened_at']}  x{a['count']}"
+            )
+        left -= len(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    return 0
+
+
 def _run(args: argparse.Namespace, client: httpx.Client) -> int:
     if args.command == "waste":
         return _waste_list(args, client)
+    if args.command == "alerts":
+        return _alerts(args, client)
     if args.command == "decoders":
         r = client.get("/decoders")
         if r.status_code != 200:

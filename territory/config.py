@@ -101,6 +101,39 @@ class Settings(BaseSettings):
         pattern=r"^(mon|tue|wed|thu|fri|sat|sun)(,(mon|tue|wed|thu|fri|sat|sun))*$",
     )
 
+    # Alerts (docs/alerts.md). Evaluation runs in `territory worker` every
+    # `alert_eval_interval_s`; offline = silent for 2.1 x the expected interval, per kind unless
+    # the device's `expected_interval_s` attribute says otherwise.
+    alert_eval_interval_s: float = Field(default=5.0, gt=0, le=10)
+    alert_expected_interval_s: dict[str, float] = Field(
+        default_factory=lambda: {
+            "water_meter": 12 * 3600.0,
+            "waste_column": 12 * 3600.0,
+            "parking_sensor": 3 * 3600.0,
+        }
+    )
+    alert_battery_low_pct: dict[str, float] = Field(
+        default_factory=lambda: {"water_meter": 15.0, "waste_column": 15.0, "parking_sensor": 15.0}
+    )
+    alert_battery_clear_margin_pct: float = Field(default=5.0, ge=0)
+    alert_bin_full_pct: float = Field(default=80.0, gt=0, le=100)
+    alert_bin_full_clear_margin_pct: float = Field(default=10.0, ge=0)
+    alert_flag_clear_readings: int = Field(default=2, ge=1, le=20)
+    # Delivery: webhooks as a JSON list of URLs; changes of the same (type, transition) are
+    # grouped into one notification per webhook (Alertmanager-like group wait and interval).
+    alert_webhooks: list[str] = Field(default_factory=list)
+    alert_group_wait_s: float = Field(default=30.0, ge=0)
+    alert_group_interval_s: float = Field(default=300.0, ge=0)
+    alert_group_max: int = Field(default=1000, ge=1)
+    alert_webhook_timeout_s: float = Field(default=10.0, gt=0)
+    alert_webhook_retry_base_s: float = Field(default=2.0, gt=0)
+    alert_webhook_retry_max_s: float = Field(default=600.0, gt=0)
+    alert_webhook_max_attempts: int = Field(default=20, ge=1)
+    alert_mqtt_topic_prefix: str = Field(default="alerts", min_length=1)
+    alert_delivery_poll_s: float = Field(default=0.5, gt=0)
+    # Delivered notifications and sent events older than this are deleted (alerts are kept).
+    alert_outbox_retention_days: float = Field(default=30.0, gt=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_url: str = "http://127.0.0.1:8000"
@@ -129,6 +162,14 @@ class Settings(BaseSettings):
     def _check_db(cls, v: str) -> str:
         if v and urlsplit(v).scheme not in ("postgresql", "postgres"):
             raise ValueError("TERRITORY_DATABASE_URL must be a postgresql:// URL")
+        return v
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _check_webhooks(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+                raise ValueError(f"TERRITORY_ALERT_WEBHOOKS: not an http(s) URL: {url!r}")
         return v
 
     @field_validator("mqtt_url")

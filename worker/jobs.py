@@ -8,8 +8,10 @@ add to them), so that running it twice over the same window gives the same answe
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -24,3 +26,19 @@ class Job:
     name: str
     run: JobFn  # returns how many derived rows (or devices) it touched, for the log
     interval_s: float = 5.0
+
+
+ServiceFn = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
+OnceFn = Callable[[Settings], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A long-running task of the worker beside its job loop: work that must not wait behind
+    a long job (alert evaluation, due every few seconds) or must not hold a transaction open
+    while it waits on the network (alert delivery). `run` returns when the event is set and
+    handles its own failures; `once`, if any, is what `territory worker --once` runs."""
+
+    name: str
+    run: ServiceFn
+    once: OnceFn | None = None

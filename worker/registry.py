@@ -3,8 +3,8 @@ that read it)."""
 
 from __future__ import annotations
 
-from worker import waste
-from worker.jobs import Job
+from worker import alert_delivery, alerts, waste
+from worker.jobs import Job, Service
 from worker.parking import parking_job
 
 
@@ -13,3 +13,11 @@ def all_jobs() -> list[Job]:
     jobs.append(parking_job())
     jobs.append(waste.JOB)
     return jobs
+
+
+def all_services() -> list[Service]:
+    """Tasks running beside the job loop, each on its own connection."""
+    return [
+        Service("alert-evaluation", alerts.run_evaluation, once=alerts.evaluate_once),
+        Service("alert-delivery", alert_delivery.run_delivery),
+    ]

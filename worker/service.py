@@ -127,7 +127,7 @@ async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, *, once: bool = False) -> None:
-    from worker.registry import all_jobs
+    from worker.registry import all_jobs, all_services
 
     if not settings.database_url:
         raise SystemExit("TERRITORY_DATABASE_URL must be set")
@@ -135,13 +135,21 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
     if not once:
         metrics.serve(settings.worker_metrics_port, "worker")
     log.info("worker: jobs %s", ", ".join(j.name for j in worker.jobs) or "(none)")
+    services = all_services()
+    log.info("worker: beside them %s", ", ".join(s.name for s in services) or "(nothing)")
+    tasks = [] if once else [asyncio.create_task(s.run(settings, stop)) for s in services]
     try:
         if once:
             await worker.run_once()
+            for s in services:
+                if s.once is not None:
+                    await s.once(settings)
         else:
             await worker.run_forever(stop)
     finally:
         await worker.close()
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def main(settings: Settings, *, once: bool = False) -> None:
