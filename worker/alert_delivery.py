@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -251,7 +250,10 @@ async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
             while not stop.is_set():
                 try:
                     async with open_pool(
-                        _named(settings.database_url), min_size=1, max_size=4
+                        settings.database_url,
+                        min_size=1,
+                        max_size=4,
+                        application_name=APPLICATION_NAME,
                     ) as pool:
                         pause = settings.alert_delivery_poll_s
                         await _deliver(pool, http, sender, settings, stop)
@@ -265,15 +267,6 @@ async def run_delivery(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         if sender is not None:
             sender.close()
-
-
-def _named(url: str) -> str:
-    """The database URL with our application_name, so that the delivery's sessions are told
-    apart in pg_stat_activity."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
-    query.append(("application_name", APPLICATION_NAME))
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
