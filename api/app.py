@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api import routes_devices, routes_rejected, routes_system
+from api import routes_devices, routes_rejected, routes_system, routes_water
 from api.deps import require_admin
 from api.schemas import ErrorBody
 from storage.errors import is_transient
@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_system.router, responses=errors)
     app.include_router(routes_devices.router, dependencies=protected, responses=errors)
     app.include_router(routes_rejected.router, dependencies=protected, responses=errors)
+    app.include_router(routes_water.router, dependencies=protected, responses=errors)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

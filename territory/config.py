@@ -78,6 +78,20 @@ class Settings(BaseSettings):
     # `territory worker`: a job run taking longer is abandoned (rolled back) and tried again.
     worker_job_timeout_s: float = Field(default=600.0, gt=0)
 
+    # Water consumption and leaks (docs/water.md). water_tz: the territory's local time, for
+    # leak nights and the default of GET /water/consumption; its offsets must be whole hours.
+    water_tz: str = "Europe/Paris"
+    water_q4_m3h: float = Field(default=3.125, gt=0)  # a meter's `q4_m3h` attribute overrides
+    water_jitter_m3: float = Field(default=0.002, ge=0)
+    water_estimated_gap_s: float = Field(default=6 * 3600, gt=0)
+    water_measured_interval_s: float = Field(default=3900, gt=0)
+    water_night_start_hour: int = Field(default=2, ge=0, le=23)
+    water_night_end_hour: int = Field(default=5, ge=1, le=24)
+    water_leak_suspected_lph: float = Field(default=5.0, gt=0)
+    water_leak_lph: float = Field(default=10.0, gt=0)
+    water_leak_nights: int = Field(default=3, ge=1, le=60)
+    water_burst_lph: float = Field(default=100.0, gt=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_url: str = "http://127.0.0.1:8000"
