@@ -335,8 +335,11 @@ def bucket_edges(
     """Bucket starts from the bucket holding `start` to the last one starting before `end`,
     plus the end of that last bucket (so n buckets give n + 1 edges). Every edge must fall on
     a UTC hour: hourly UTC buckets are what is stored."""
+    # Compared as UTC instants: two datetimes sharing a tzinfo compare by wall time, which
+    # repeats an hour on the fall-back day.
+    stop = end.astimezone(UTC)
     edges = [bucket_floor(start, unit, tz)]
-    while edges[-1] < end:
+    while edges[-1].astimezone(UTC) < stop:
         if len(edges) > limit:
             raise BucketError(
                 "start", f"the range from start to end holds more than {limit} {unit} buckets"

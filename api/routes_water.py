@@ -106,12 +106,13 @@ async def consumption(
         if not await ws.district_exists(pool, group):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"district {group!r} not found")
         hours = await ws.district_hours(pool, group, lo, hi)
+    utc_edges = [e.astimezone(UTC) for e in edges]
     n = len(edges) - 1
     volume = [0.0] * n
     meters = [0] * n
     estimated = [False] * n
     for h in hours:
-        i = bisect.bisect_right(edges, h.hour) - 1
+        i = bisect.bisect_right(utc_edges, h.hour) - 1
         if 0 <= i < n:
             volume[i] += h.volume_m3
             meters[i] = max(meters[i], h.meters)
