@@ -66,6 +66,7 @@ async def _recompute(
 
 
 async def run(conn: asyncpg.Connection, window: Window, s: Settings) -> int:
+    await ws.no_jit(conn)
     districts = await ws.relabel_districts(conn, window)
     changed = await ws.changed_meters(conn, window)
     written = 0
