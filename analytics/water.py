@@ -244,30 +244,45 @@ class LeakVerdict:
 _RANK = {"suspected": 1, "leak": 2, "burst": 3}
 
 
-def judge(days: Sequence[MeterDay], t: LeakThresholds) -> LeakVerdict | None:
-    """The verdict for the last day of `days` (consecutive local days, oldest first, the day
-    judged last). `nights`: consecutive nights up to that day whose minimum reached the
-    suspected threshold; a night that was not measured breaks the run, as does a missing day."""
-    if not days:
-        return None
-    today = days[-1]
-    streak: list[MeterDay] = []
-    for d in reversed(days):
-        if d.night_min_lph is None or d.night_min_lph < t.suspected_lph:
-            break
-        if streak and (streak[-1].day_start - d.day_start).total_seconds() > 26 * HOUR:
-            break
-        streak.append(d)
-    nights = len(streak)
+@dataclass(frozen=True, slots=True)
+class NightRun:
+    """The run of nights ending on the day judged: `nights` consecutive nights whose minimum
+    reached the suspected threshold (a night not measured, or a day without data, ends it),
+    `leak_nights` the same for the leak threshold, `since` the first night's start."""
+
+    nights: int = 0
+    leak_nights: int = 0
+    since: datetime | None = None
+
+
+def night_run(days: Sequence[MeterDay], t: LeakThresholds) -> NightRun:
+    """`days` oldest first, the day judged last. storage.water.night_runs computes the same in
+    SQL for the API."""
+
+    def run(threshold: float) -> list[MeterDay]:
+        out: list[MeterDay] = []
+        for d in reversed(days):
+            if d.night_min_lph is None or d.night_min_lph < threshold:
+                break
+            if out and (out[-1].day_start - d.day_start).total_seconds() > 26 * HOUR:
+                break
+            out.append(d)
+        return out
+
+    suspected = run(t.suspected_lph)
+    return NightRun(
+        len(suspected),
+        len(run(t.leak_lph)),
+        suspected[-1].night_start if suspected else None,
+    )
+
+
+def judge(today: MeterDay, run: NightRun, t: LeakThresholds) -> LeakVerdict | None:
+    """The verdict for one meter and day: the most severe rule that fires."""
     found: list[tuple[str, datetime, str]] = []
-    if nights >= t.nights:
-        leaky = all(
-            d.night_min_lph is not None and d.night_min_lph >= t.leak_lph
-            for d in streak[: t.nights]
-        )
-        found.append(
-            ("leak" if leaky else "suspected", streak[-1].night_start, f"night minimum {nights}")
-        )
+    if run.nights >= t.nights and run.since is not None:
+        status = "leak" if run.leak_nights >= t.nights else "suspected"
+        found.append((status, run.since, f"night minimum on {run.nights} nights"))
     if today.continuous:
         found.append(("suspected", today.day_start, "continuous flow"))
     if today.max_hour_l is not None and today.max_hour_l >= t.burst_lph:
@@ -281,7 +296,7 @@ def judge(days: Sequence[MeterDay], t: LeakThresholds) -> LeakVerdict | None:
         return None
     status = max(found, key=lambda f: _RANK[f[0]])[0]
     since = min(f[1] for f in found if f[0] == status)
-    return LeakVerdict(status, today.night_min_lph, nights, since, tuple(f[2] for f in found))
+    return LeakVerdict(status, today.night_min_lph, run.nights, since, tuple(f[2] for f in found))
 
 
 def epoch(dt: datetime) -> float:

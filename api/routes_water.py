@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -24,7 +24,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DEFAULT_SPAN = {"hour": 24, "day": 31, "month": 12}
 MAX_BUCKETS = 10_000
 # How far back the leak list looks for the run of nights (a longer run is reported as this).
-LEAK_LOOKBACK_DAYS = 60
+LEAK_LOOKBACK_DAYS = 90
 
 
 def _bad(param: str, message: str) -> HTTPException:
@@ -179,25 +179,27 @@ async def leaks(
         burst_lph=settings.water_burst_lph,
     )
     candidates = await ws.leak_candidates(pool, day, group, t.suspected_lph, t.burst_lph)
-    history = await ws.meter_days(
-        pool, [c.device_id for c in candidates], day - timedelta(days=LEAK_LOOKBACK_DAYS), day
+    runs = await ws.night_runs(
+        pool,
+        [c.device_id for c in candidates if (c.night_min_lph or 0.0) >= t.suspected_lph],
+        day,
+        LEAK_LOOKBACK_DAYS,
+        t.suspected_lph,
+        t.leak_lph,
     )
     items: list[LeakItem] = []
     for c in candidates:
-        days = [
-            wa.MeterDay(
-                day_start=datetime(r.day.year, r.day.month, r.day.day, tzinfo=zone),
-                night_start=r.night_start,
-                night_min_lph=r.night_min_lph,
-                max_hour_l=r.max_hour_l,
-                max_hour_at=r.max_hour_at,
-                continuous=r.continuous,
-                leak_alarm_at=r.leak_alarm_at,
-                burst_alarm_at=r.burst_alarm_at,
-            )
-            for r in history.get(c.device_id, [])
-        ]
-        v = wa.judge(days, t)
+        today = wa.MeterDay(
+            day_start=datetime(c.day.year, c.day.month, c.day.day, tzinfo=zone),
+            night_start=c.night_start,
+            night_min_lph=c.night_min_lph,
+            max_hour_l=c.max_hour_l,
+            max_hour_at=c.max_hour_at,
+            continuous=c.continuous,
+            leak_alarm_at=c.leak_alarm_at,
+            burst_alarm_at=c.burst_alarm_at,
+        )
+        v = wa.judge(today, runs.get(c.device_id, wa.NightRun()), t)
         if v is None:
             continue
         items.append(

@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from analytics.water import Anomaly, Hour, IndexReset, Reading
+from analytics.water import Anomaly, Hour, IndexReset, NightRun, Reading
 from storage.changes import Window, changed_devices
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
@@ -509,18 +509,42 @@ async def leak_candidates(
     return [_day(r) for r in rows]
 
 
-async def meter_days(
-    conn: Conn, device_ids: Iterable[str], first: date, last: date
-) -> dict[str, list[MeterDayRow]]:
+async def night_runs(
+    conn: Conn,
+    device_ids: Iterable[str],
+    day: date,
+    lookback_days: int,
+    suspected_lph: float,
+    leak_lph: float,
+) -> dict[str, NightRun]:
+    """analytics.water.night_run for each meter, in the database: one row per meter instead of
+    its whole history. Row k back from `day` (k = 0, 1, ...) continues the run only if it is
+    the day exactly k days back (no missing day) and its night reached the threshold."""
     rows = await conn.fetch(
-        f"SELECT {_DAY_COLUMNS} FROM water_meter_days w "
-        "WHERE w.device_id = ANY($1::text[]) AND w.day >= $2 AND w.day <= $3 "
-        "ORDER BY w.device_id, w.day",
+        """
+        WITH h AS (
+            SELECT w.device_id, w.night_start, w.night_min_lph, ($1::date - w.day) AS back,
+                   row_number() OVER (PARTITION BY w.device_id ORDER BY w.day DESC) - 1 AS rn
+            FROM water_meter_days w
+            WHERE w.device_id = ANY($2::text[]) AND w.day > $1::date - $3::int AND w.day <= $1
+        ),
+        r AS (
+            SELECT device_id,
+                   coalesce(min(rn) FILTER (WHERE back <> rn OR night_min_lph IS NULL
+                                               OR night_min_lph < $4), count(*)) AS nights,
+                   coalesce(min(rn) FILTER (WHERE back <> rn OR night_min_lph IS NULL
+                                               OR night_min_lph < $5), count(*)) AS leak_nights
+            FROM h GROUP BY device_id
+        )
+        SELECT r.device_id, r.nights, r.leak_nights, h.night_start AS since
+        FROM r LEFT JOIN h ON h.device_id = r.device_id AND h.rn = r.nights - 1
+        """,
+        day,
         list(device_ids),
-        first,
-        last,
+        lookback_days,
+        suspected_lph,
+        leak_lph,
     )
-    out: dict[str, list[MeterDayRow]] = {}
-    for r in rows:
-        out.setdefault(r["device_id"], []).append(_day(r))
-    return out
+    return {
+        r["device_id"]: NightRun(int(r["nights"]), int(r["leak_nights"]), r["since"]) for r in rows
+    }

@@ -422,7 +422,8 @@ def test_leak_list_from_night_minimum_bursts_alarms_and_sparse_meters(
     api: TestClient, settings: Settings, uid: str
 ) -> None:
     district = f"leaks-{uid}"
-    ids = {name: f"wm-{name}-{uid}" for name in ("l12", "l6", "burst", "sparse", "alarm", "quiet")}
+    names = ("l12", "l6", "burst", "sparse", "alarm", "quiet", "hole")
+    ids = {name: f"wm-{name}-{uid}" for name in names}
     for dev in ids.values():
         register(api, dev, district=district)
     # Winter (CET, +01:00). Hourly readings from 2026-01-11 12:00Z to 2026-01-15 00:00Z: the
@@ -449,6 +450,14 @@ def test_leak_list_from_night_minimum_bursts_alarms_and_sparse_meters(
         [(start + k * 12 * H, 50 + 0.144 * k) for k in range(n // 12 + 1)],
     )
     insert(settings, ids["quiet"], hourly_series(start, n, {}, 0.0))
+    # 12 L/h like l12, but the 03:00 local (02:00Z) reading of the 13th is missing: 01Z -> 03Z
+    # is two hours, so the night of the 13th is not measured and the run on the 14th is 1 night.
+    hole = datetime(2026, 1, 13, 2, tzinfo=UTC)
+    insert(
+        settings,
+        ids["hole"],
+        [row for row in hourly_series(start, n, zero_at_noon(12.0), 0.0) if row[0] != hole],
+    )
     insert(settings, ids["alarm"], hourly_series(start, n, {}, 0.0, index0=3.0))
     insert(
         settings, ids["alarm"], [(datetime(2026, 1, 14, 7, 30, tzinfo=UTC), 3.0)], alarms=["leak"]

@@ -226,24 +226,28 @@ def night(day: int, lph: float | None, **kw: object) -> wa.MeterDay:
     return wa.MeterDay(**values)  # type: ignore[arg-type]
 
 
+def verdict(days: list[wa.MeterDay]) -> wa.LeakVerdict | None:
+    return wa.judge(days[-1], wa.night_run(days, TH), TH)
+
+
 def test_three_nights_at_12_lph_is_a_leak_and_at_6_lph_suspected() -> None:
-    v = wa.judge([night(11, 0.0), night(12, 12.0), night(13, 12.0), night(14, 12.0)], TH)
+    v = verdict([night(11, 0.0), night(12, 12.0), night(13, 12.0), night(14, 12.0)])
     assert v is not None and (v.status, v.nights, v.night_min_lph) == ("leak", 3, 12.0)
     assert v.since == datetime(2026, 1, 12, 2, tzinfo=PARIS)
-    v = wa.judge([night(12, 6.0), night(13, 6.0), night(14, 6.0)], TH)
+    v = verdict([night(12, 6.0), night(13, 6.0), night(14, 6.0)])
     assert v is not None and (v.status, v.nights) == ("suspected", 3)
     # Two nights only, or a night that could not be measured in between: nothing.
-    assert wa.judge([night(13, 12.0), night(14, 12.0)], TH) is None
-    assert wa.judge([night(12, 12.0), night(13, None), night(14, 12.0)], TH) is None
+    assert verdict([night(13, 12.0), night(14, 12.0)]) is None
+    assert verdict([night(12, 12.0), night(13, None), night(14, 12.0)]) is None
     # A missing day breaks the run as well.
-    assert wa.judge([night(11, 12.0), night(13, 12.0), night(14, 12.0)], TH) is None
+    assert verdict([night(11, 12.0), night(13, 12.0), night(14, 12.0)]) is None
 
 
 def test_a_burst_hour_and_a_meter_alarm() -> None:
     at = datetime(2026, 1, 14, 10, tzinfo=PARIS)
-    v = wa.judge([night(14, 0.0, max_hour_l=150.0, max_hour_at=at)], TH)
+    v = verdict([night(14, 0.0, max_hour_l=150.0, max_hour_at=at)])
     assert v is not None and (v.status, v.since, v.nights) == ("burst", at, 0)
-    v = wa.judge([night(14, 0.0, leak_alarm_at=at)], TH)
+    v = verdict([night(14, 0.0, leak_alarm_at=at)])
     assert v is not None and v.status == "leak"
-    v = wa.judge([night(14, 1.0, continuous=True)], TH)
+    v = verdict([night(14, 1.0, continuous=True)])
     assert v is not None and v.status == "suspected"
