@@ -72,16 +72,19 @@ class ConsumptionOut(BaseModel):
 )
 async def consumption(
     pool: PoolDep,
+    settings: SettingsDep,
     device_id: Annotated[str | None, Query(max_length=64)] = None,
     group: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     bucket: Literal["hour", "day", "month"] = "day",
     start: AwareDatetime | None = None,
     end: AwareDatetime | None = None,
-    tz: Annotated[str, Query(max_length=64)] = "Europe/Paris",
+    tz: Annotated[
+        str | None, Query(max_length=64, description="IANA zone; default TERRITORY_WATER_TZ")
+    ] = None,
 ) -> ConsumptionOut:
     if (device_id is None) == (group is None):
         raise _bad("device_id", "give exactly one of device_id or group")
-    zone = _zone(tz)
+    zone = _zone(tz or settings.water_tz)
     if end is None:
         end = wa.bucket_shift(wa.bucket_floor(datetime.now(UTC), bucket, zone), bucket, zone, 1)
     if start is None:

@@ -105,6 +105,17 @@ class Settings(BaseSettings):
             raise ValueError("TERRITORY_DATABASE_URL must be a postgresql:// URL")
         return v
 
+    @field_validator("water_tz")
+    @classmethod
+    def _check_water_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except Exception as exc:
+            raise ValueError(f"TERRITORY_WATER_TZ: unknown time zone {v!r}") from exc
+        return v
+
     @field_validator("mqtt_url")
     @classmethod
     def _check_mqtt(cls, v: str) -> str:
