@@ -300,3 +300,34 @@ async def add_index_reset(device_id: MeterPath, body: IndexResetIn, pool: PoolDe
 async def list_index_resets(device_id: MeterPath, pool: PoolDep) -> list[IndexResetOut]:
     await _meter_or_404(pool, device_id)
     return [_reset_out(r) for r in await ws.list_index_resets(pool, device_id)]
+
+
+class AnomalyOut(BaseModel):
+    ts: datetime = Field(description="The reading that ends the interval")
+    kind: Literal["spike", "index_decrease", "rollover", "reset"]
+    delta_m3: float = Field(
+        description="The index change not counted as such: the excluded rise of a spike, the "
+        "decrease, or the volume counted across a rollover or a declared reset"
+    )
+
+
+class AnomalyPage(BaseModel):
+    items: list[AnomalyOut]
+
+
+@router.get(
+    "/meters/{device_id}/anomalies",
+    response_model=AnomalyPage,
+    summary="Intervals of a meter not counted as plain consumption, newest first",
+    responses=_NOT_FOUND,
+)
+async def anomalies(
+    device_id: MeterPath,
+    pool: PoolDep,
+    start: AwareDatetime | None = None,
+    end: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> AnomalyPage:
+    await _meter_or_404(pool, device_id)
+    rows = await ws.meter_anomalies(pool, device_id, start, end, limit)
+    return AnomalyPage(items=[AnomalyOut(ts=r.ts, kind=r.kind, delta_m3=r.delta_m3) for r in rows])

@@ -548,3 +548,25 @@ async def night_runs(
     return {
         r["device_id"]: NightRun(int(r["nights"]), int(r["leak_nights"]), r["since"]) for r in rows
     }
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyRow:
+    ts: datetime
+    kind: str
+    delta_m3: float
+
+
+async def meter_anomalies(
+    conn: Conn, device_id: str, start: datetime | None, end: datetime | None, limit: int
+) -> list[AnomalyRow]:
+    rows = await conn.fetch(
+        "SELECT ts, kind, delta_m3 FROM water_anomalies WHERE device_id = $1 "
+        "AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3) "
+        "ORDER BY ts DESC LIMIT $4",
+        device_id,
+        start,
+        end,
+        limit,
+    )
+    return [AnomalyRow(r["ts"], r["kind"], r["delta_m3"]) for r in rows]

@@ -227,9 +227,10 @@ def test_a_replacement_declared_after_the_fact_is_recomputed_without_a_spike(
     )
     # Undeclared, the drop counts nothing: 100 L, 0, 50 L.
     assert [h["volume_m3"] for h in before] == [0.1, 0.0, 0.05]
-    assert fetch(settings, "SELECT kind FROM water_anomalies WHERE device_id = $1", dev) == [
-        ("index_decrease",)
-    ]
+    flagged = api.get(f"/water/meters/{dev}/anomalies").json()["items"]
+    # 0.030 - 1500.100 = -1500.07
+    assert [(f["ts"], f["kind"]) for f in flagged] == [("2026-02-03T10:00:00Z", "index_decrease")]
+    assert flagged[0]["delta_m3"] == pytest.approx(-1500.07)
     r = api.post(
         f"/water/meters/{dev}/index-resets",
         json={
