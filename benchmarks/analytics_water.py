@@ -170,7 +170,7 @@ def _measure(client: httpx.Client, path: str, params: dict[str, str], n: int) ->
 async def bench(args: argparse.Namespace, url: str, owned: bool) -> dict[str, Any]:
     meters = max(2, round(10_000 * args.scale)) if args.meters is None else args.meters
     days = args.days
-    prefix = f"bw{int(time.time()) % 100000}"
+    prefix = args.prefix or f"bw{int(time.time()) % 100000}"
     fleet = Fleet(meters, prefix)
     conn = await connect(url)
     out: dict[str, Any] = {"meters": meters, "days": days}
@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--increments", type=int, default=3, help="incremental runs to time")
     p.add_argument("--calls", type=int, default=50)
     p.add_argument("--quick", action="store_true", help="20 meters, 35 days: seconds")
+    p.add_argument("--prefix", help="device id prefix (default: bw + a run id)")
     p.add_argument("--data-dir", default=str(ROOT / ".territory" / "bench-water"))
     args = p.parse_args(argv)
     if args.quick:
