@@ -23,6 +23,9 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 # Default span when start is not given: the last day of hours, month of days, year of months.
 DEFAULT_SPAN = {"hour": 24, "day": 31, "month": 12}
 MAX_BUCKETS = 10_000
+# Beyond these, local-time arithmetic near datetime's limits would overflow; no meter reads there.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 # How far back the leak list looks for the run of nights (a longer run is reported as this).
 LEAK_LOOKBACK_DAYS = 90
 
@@ -91,7 +94,10 @@ async def consumption(
         start = wa.bucket_shift(
             wa.bucket_floor(end, bucket, zone), bucket, zone, -DEFAULT_SPAN[bucket]
         )
-    if start >= end:
+    for name, value in (("start", start), ("end", end)):
+        if not EARLIEST <= value <= LATEST:
+            raise _bad(name, f"{name} must lie between {EARLIEST.year} and {LATEST.year}")
+    if start.astimezone(UTC) >= end.astimezone(UTC):
         raise _bad("start", "start must be before end")
     try:
         edges = wa.bucket_edges(start, end, bucket, zone, MAX_BUCKETS)
@@ -173,6 +179,8 @@ async def leaks(
 ) -> LeaksOut:
     zone = _zone(settings.water_tz)
     day = date_ or datetime.now(zone).date()
+    if not EARLIEST.date() <= day <= LATEST.date():
+        raise _bad("date", f"date must lie between {EARLIEST.year} and {LATEST.year}")
     if group is not None and not await ws.district_exists(pool, group):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"district {group!r} not found")
     t = wa.LeakThresholds(

@@ -404,6 +404,8 @@ def test_consumption_rejects_bad_input_by_name(api: TestClient, uid: str) -> Non
         device_id=dev, bucket="hour", start="2020-01-01T00:00:00Z", end="2026-01-01T00:00:00Z"
     )
     assert code == 422 and "10000" in detail[0]["msg"]
+    code, detail = err(device_id=dev, bucket="month", end="9999-12-31T23:59:59Z")
+    assert code == 422 and detail[0]["loc"] == ["query", "end"]
     code, detail = err(device_id=dev, bucket="week")
     assert code == 422 and detail[0]["loc"] == ["query", "bucket"]
     assert err(device_id=f"nope-{uid}")[0] == 404
@@ -414,6 +416,7 @@ def test_consumption_rejects_bad_input_by_name(api: TestClient, uid: str) -> Non
     assert len(days) == 31 and all(d["meters"] == 0 for d in days)
     assert api.get("/water/leaks", params={"group": f"nope-{uid}"}).status_code == 404
     assert api.get("/water/leaks", params={"date": "2026-13-01"}).status_code == 422
+    assert api.get("/water/leaks", params={"date": "0001-01-01"}).status_code == 422
 
 
 # -- leaks -------------------------------------------------------------------------------------
