@@ -87,6 +87,9 @@ async def consumption(
 ) -> ConsumptionOut:
     if (device_id is None) == (group is None):
         raise _bad("device_id", "give exactly one of device_id or group")
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not EARLIEST <= value <= LATEST:
+            raise _bad(name, f"{name} must lie between {EARLIEST.year} and {LATEST.year}")
     zone = _zone(tz or settings.water_tz)
     if end is None:
         end = wa.bucket_shift(wa.bucket_floor(datetime.now(UTC), bucket, zone), bucket, zone, 1)
@@ -94,9 +97,6 @@ async def consumption(
         start = wa.bucket_shift(
             wa.bucket_floor(end, bucket, zone), bucket, zone, -DEFAULT_SPAN[bucket]
         )
-    for name, value in (("start", start), ("end", end)):
-        if not EARLIEST <= value <= LATEST:
-            raise _bad(name, f"{name} must lie between {EARLIEST.year} and {LATEST.year}")
     if start.astimezone(UTC) >= end.astimezone(UTC):
         raise _bad("start", "start must be before end")
     try:
