@@ -24,6 +24,7 @@ from api import (
     routes_rejected,
     routes_system,
     routes_waste,
+    routes_water,
 )
 from api.auth import AuthMiddleware
 from api.deps import Busy, require_admin
@@ -139,6 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_parking.router, dependencies=protected, responses=errors)
     app.include_router(routes_waste.router, dependencies=protected, responses=errors)
     app.include_router(routes_alerts.router, dependencies=protected, responses=errors)
+    app.include_router(routes_water.router, dependencies=protected, responses=errors)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

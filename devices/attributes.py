@@ -28,6 +28,21 @@ class _Attributes(BaseModel):
 
 class WaterMeterAttributes(_Attributes):
     district: Label | None = Field(default=None, examples=["Quimper-Centre"])
+    q4_m3h: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="Maximum flow Q4 in m³/h; an index rising faster is flagged as a spike "
+        "(default: the platform's water_q4_m3h, 3.125 for DN15).",
+        examples=[3.125],
+    )
+    register_m3: float | None = Field(
+        default=None,
+        gt=0,
+        description="The index at which the register wraps to 0 (100000 for a register showing "
+        "up to 99,999.999 m³); unset: a wrap is flagged as an index decrease.",
+        examples=[100000],
+    )
 
 
 class WasteColumnAttributes(_Attributes):

@@ -134,6 +134,20 @@ class Settings(BaseSettings):
     # Delivered notifications and sent events older than this are deleted (alerts are kept).
     alert_outbox_retention_days: float = Field(default=30.0, gt=0)
 
+    # Water consumption and leaks (docs/water.md). water_tz: the territory's local time, for
+    # leak nights and the default of GET /water/consumption; its offsets must be whole hours.
+    water_tz: str = "Europe/Paris"
+    water_q4_m3h: float = Field(default=3.125, gt=0)  # a meter's `q4_m3h` attribute overrides
+    water_jitter_m3: float = Field(default=0.002, ge=0)
+    water_estimated_gap_s: float = Field(default=6 * 3600, gt=0)
+    water_measured_interval_s: float = Field(default=3900, gt=0)
+    water_night_start_hour: int = Field(default=2, ge=0, le=23)
+    water_night_end_hour: int = Field(default=5, ge=1, le=24)
+    water_leak_suspected_lph: float = Field(default=5.0, gt=0)
+    water_leak_lph: float = Field(default=10.0, gt=0)
+    water_leak_nights: int = Field(default=3, ge=1, le=60)
+    water_burst_lph: float = Field(default=100.0, gt=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_url: str = "http://127.0.0.1:8000"
@@ -170,6 +184,17 @@ class Settings(BaseSettings):
         for url in v:
             if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
                 raise ValueError(f"TERRITORY_ALERT_WEBHOOKS: not an http(s) URL: {url!r}")
+        return v
+
+    @field_validator("water_tz")
+    @classmethod
+    def _check_water_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except Exception as exc:
+            raise ValueError(f"TERRITORY_WATER_TZ: unknown time zone {v!r}") from exc
         return v
 
     @field_validator("mqtt_url")

@@ -3,7 +3,7 @@ that read it)."""
 
 from __future__ import annotations
 
-from worker import alert_delivery, alerts, waste
+from worker import alert_delivery, alerts, waste, water
 from worker.jobs import Job, Service
 from worker.parking import parking_job
 
@@ -12,6 +12,7 @@ def all_jobs() -> list[Job]:
     jobs: list[Job] = []
     jobs.append(parking_job())
     jobs.append(waste.JOB)
+    jobs.append(water.JOB)
     return jobs
 
 
