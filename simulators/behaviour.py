@@ -1024,7 +1024,7 @@ class WasteColumn(SimDevice):
         rng = self._noise(t)
         alarms = self._alarms_at(t)
         shown = self._fill
-        if t - self._last_deposit < 2700 and rng.random() < 0.3:
+        if t - self._last_deposit < 1200 and rng.random() < 0.15:
             shown = min(100.0, shown + rng.uniform(8, 25))  # a bag piled under the inlet
         distance = self.depth_mm * (1 - shown / 100) + rng.gauss(0, 8)
         distance = max(distance, BLIND_ZONE_MM + rng.uniform(0, 30))
