@@ -917,7 +917,7 @@ class WasteColumn(SimDevice):
         if local.hour >= 18:
             day += timedelta(days=1)
         elif local.hour >= 6 and day.weekday() != 6:
-            return t
+            return float(round(t))
         if day.weekday() == 6:
             day += timedelta(days=1)
         return float(round(datetime.combine(day, time(6, 0), tzinfo=PARIS).timestamp()
