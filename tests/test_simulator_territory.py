@@ -8,6 +8,7 @@ demand curve), not from the code under test.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 from collections import Counter
 from datetime import date, datetime, timedelta
@@ -31,7 +32,7 @@ from simulators.behaviour import (
 )
 from simulators.cli import add_arguments, fleet_sizes, parse_duration_hours
 from simulators.daytypes import day_type, easter_sunday, french_holidays
-from simulators.truth import ground_truth
+from simulators.truth import FleetTruth, ground_truth
 from territory.cli import _simulator_epoch, build_parser
 
 EPOCH = datetime(2026, 3, 2, tzinfo=PARIS)  # a Monday, winter time
@@ -269,11 +270,16 @@ def test_a_few_known_columns_burn_or_tip_over() -> None:
 # --- parking --------------------------------------------------------------------------------
 
 
-def _occupancy(zone: str, weeks: int = 4, seed: int = 11) -> dict[tuple[str, int], float]:
-    """Mean true occupancy per (day type, local hour) over a few weeks."""
-    end = EPOCH + timedelta(weeks=weeks)
-    truth = ground_truth(seed=seed, epoch=EPOCH, end=end, per_kind=200,
-                         kinds=[DeviceKind.PARKING_SENSOR])
+@functools.cache
+def _parking_truth() -> FleetTruth:
+    return ground_truth(seed=11, epoch=EPOCH, end=EPOCH + timedelta(weeks=4), per_kind=200,
+                        kinds=[DeviceKind.PARKING_SENSOR])
+
+
+def _occupancy(zone: str) -> dict[tuple[str, int], float]:
+    """Mean true occupancy per (day type, local hour) over four weeks."""
+    truth = _parking_truth()
+    end = truth.end
     spaces = [s for s in truth.spaces.values() if s.zone == zone]
     acc: dict[tuple[str, int], list[bool]] = {}
     t = EPOCH + timedelta(days=1)
