@@ -410,3 +410,23 @@ def test_run_seeds_a_month_of_history_by_default(tmp_path: Path) -> None:
     # ...and moves back only for a longer history than the world has.
     longer = _simulator_epoch(tmp_path, 60 * 24)
     assert first - longer >= timedelta(days=29)
+
+
+def test_the_running_index_agrees_with_the_day_by_day_sum_across_the_clock_change() -> None:
+    epoch = datetime(2026, 3, 25, tzinfo=PARIS)  # summer time starts on Sunday the 29th
+    meters = [m for m in build_fleet([DeviceKind.WATER_METER], 30, seed=13, epoch=epoch)
+              if isinstance(m, WaterMeter)]
+    for m in meters:
+        previous = m.index0_m3
+        for h in range(0, 10 * 24, 7):
+            t = (epoch + timedelta(hours=h)).timestamp()
+            index = m.index_at(t)  # the running sum
+            exact = m.index0_m3 + (m.used_l(epoch.timestamp(), t)
+                                   + m.leaked_l(epoch.timestamp(), t)) / 1000
+            assert index == pytest.approx(exact, abs=1e-9)
+            assert index >= previous
+            previous = index
+    sent = list(history(build_fleet(per_kind=5, seed=13, epoch=epoch), epoch + timedelta(days=7),
+                        hours=7 * 24))
+    offsets = {m.payload["ts"][-6:] for m in sent}
+    assert offsets == {"+01:00", "+02:00"}
