@@ -430,3 +430,32 @@ def test_the_running_index_agrees_with_the_day_by_day_sum_across_the_clock_chang
                         hours=7 * 24))
     offsets = {m.payload["ts"][-6:] for m in sent}
     assert offsets == {"+01:00", "+02:00"}
+
+
+def _linear_buckets(readings: list[tuple[float, float]], start: float, hours: int) -> list[float]:
+    """Hourly litres from (time, index m³) readings, each delta spread evenly over its interval:
+    what the platform computes from a meter's own readings (docs: Water, consumption)."""
+    buckets = [0.0] * hours
+    for (t0, i0), (t1, i1) in itertools.pairwise(readings):
+        litres = (i1 - i0) * 1000
+        first = max(0, int((t0 - start) // 3600))
+        for h in range(first, min(hours, int((t1 - start) // 3600) + 1)):
+            a, b = start + h * 3600, start + (h + 1) * 3600
+            overlap = min(b, t1) - max(a, t0)
+            if overlap > 0:
+                buckets[h] += litres * overlap / (t1 - t0)
+    return buckets
+
+
+def test_a_zero_night_hour_survives_splitting_readings_into_hours() -> None:
+    meters = [m for m in _meters(120, seed=14)
+              if m.leak is None and m.cadence_s != TWICE_A_DAY_S]
+    days = 10
+    start = EPOCH.timestamp()
+    for m in meters:
+        times = [t for t in m.report_times(EPOCH - HOUR, EPOCH + timedelta(days=days) + HOUR)]
+        readings = [(t, float(m.payload_at(t)["index_m3"])) for t in times]
+        buckets = _linear_buckets(readings, start, days * 24)
+        for d in range(days):
+            night = buckets[d * 24 + 2:d * 24 + 5]  # 02:00-05:00 local (winter time)
+            assert min(night) == 0.0, (m.device_id, m.cadence_s, d, night)
