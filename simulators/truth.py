@@ -89,6 +89,18 @@ class ColumnTruth:
         i = bisect.bisect_right(self.emptied, ts) - 1
         return self.emptied[i] if i >= 0 else None
 
+    def next_reached_threshold(self, ts: datetime) -> datetime | None:
+        """When the column next reached its threshold after `ts` (what an ETA made at `ts`
+        predicts), or None if it was emptied first or the truth ends before."""
+        i = bisect.bisect_right(self.reached_threshold, ts)
+        if i >= len(self.reached_threshold):
+            return None
+        reached = self.reached_threshold[i]
+        j = bisect.bisect_right(self.emptied, ts)
+        if j < len(self.emptied) and self.emptied[j] < reached:
+            return None
+        return reached
+
 
 @dataclass(frozen=True, slots=True)
 class SpaceTruth:
@@ -112,6 +124,8 @@ class ZoneCounts:
     occupied: int  # among every space, silent or not
     free: int
     silent: int  # sensors that stopped reporting (the platform should call them unknown)
+    reporting_occupied: int  # among the spaces still reporting: what the platform can know
+    reporting_free: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +157,11 @@ class FleetTruth:
     def zone_counts(self, zone: str, ts: datetime) -> ZoneCounts:
         spaces = [s for s in self.spaces.values() if s.zone == zone]
         occupied = sum(s.occupied_at(ts) for s in spaces)
-        silent = sum(not s.reporting_at(ts) for s in spaces)
-        return ZoneCounts(len(spaces), occupied, len(spaces) - occupied, silent)
+        reporting = [s for s in spaces if s.reporting_at(ts)]
+        reporting_occupied = sum(s.occupied_at(ts) for s in reporting)
+        return ZoneCounts(len(spaces), occupied, len(spaces) - occupied,
+                          len(spaces) - len(reporting), reporting_occupied,
+                          len(reporting) - reporting_occupied)
 
 
 def _resolved(column: WasteColumn) -> tuple[Incident, ...]:

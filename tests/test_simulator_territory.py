@@ -214,6 +214,9 @@ def test_columns_are_emptied_by_their_round_and_their_truth_is_consistent() -> N
         assert all(g <= timedelta(days=7 * rnd.every_weeks) for g in gaps)
         for t in c.reached_threshold:
             assert c.fill_at(t - timedelta(seconds=1)) < c.threshold_pct <= c.fill_at(t)
+            emptied_before = c.last_emptied(t)
+            if emptied_before is not None:
+                assert c.next_reached_threshold(emptied_before) == t
         reached += len(c.reached_threshold)
     assert reached >= 20  # fast columns fill before their crew comes: the collection list
 
@@ -322,6 +325,11 @@ def test_parking_messages_are_the_truth_with_heartbeats_and_silent_sensors() -> 
         sent.setdefault(msg.device_id, []).append((ts, msg.payload["occupied"]))
     silent = [s for s in truth.spaces.values() if s.silent_since is not None]
     assert 1 <= len(silent) <= 4
+    for zone in {s.zone for s in truth.spaces.values()}:
+        counts = truth.zone_counts(zone, end)
+        assert counts.total == 15 and counts.occupied + counts.free == counts.total
+        assert counts.silent == sum(s.zone == zone for s in silent)
+        assert counts.reporting_occupied + counts.reporting_free == 15 - counts.silent
     for s in truth.spaces.values():
         msgs = sent[s.device_id]
         assert all(occ == s.occupied_at(ts) for ts, occ in msgs)
