@@ -204,7 +204,6 @@ class SimDevice(ABC):
     def __init__(
         self,
         registration: Registration,
-        rng: random.Random,
         *,
         key: str,
         battery_pct: float,
@@ -212,7 +211,6 @@ class SimDevice(ABC):
         epoch: datetime | None = None,
     ) -> None:
         self.registration = registration
-        self._rng = rng
         self._key = key
         self._battery0 = battery_pct
         self._drain = drain_pct_per_day
@@ -466,7 +464,6 @@ class WaterMeter(SimDevice):
     def __init__(
         self,
         registration: Registration,
-        rng: random.Random,
         *,
         key: str,
         profile: WaterProfile,
@@ -479,7 +476,7 @@ class WaterMeter(SimDevice):
         epoch: datetime | None = None,
         planned_leak: _PlannedLeak | None = None,
     ) -> None:
-        super().__init__(registration, rng, key=key, battery_pct=battery_pct,
+        super().__init__(registration, key=key, battery_pct=battery_pct,
                          drain_pct_per_day=0.03, epoch=epoch)
         self.profile = profile
         self.persons = persons
@@ -798,7 +795,6 @@ class WasteColumn(SimDevice):
     def __init__(
         self,
         registration: Registration,
-        rng: random.Random,
         *,
         key: str,
         stream: str,
@@ -816,7 +812,7 @@ class WasteColumn(SimDevice):
         epoch: datetime | None = None,
         planned_incidents: Sequence[_PlannedIncident] = (),
     ) -> None:
-        super().__init__(registration, rng, key=key, battery_pct=battery_pct,
+        super().__init__(registration, key=key, battery_pct=battery_pct,
                          drain_pct_per_day=0.05, epoch=epoch)
         self.stream = stream
         self.spec = STREAMS[stream]
@@ -1158,7 +1154,6 @@ class ParkingSpace(SimDevice):
     def __init__(
         self,
         registration: Registration,
-        rng: random.Random,
         *,
         key: str,
         zone: ParkingZone,
@@ -1167,7 +1162,7 @@ class ParkingSpace(SimDevice):
         epoch: datetime | None = None,
         silent_after_s: float | None = None,
     ) -> None:
-        super().__init__(registration, rng, key=key, battery_pct=battery_pct,
+        super().__init__(registration, key=key, battery_pct=battery_pct,
                          drain_pct_per_day=0.02, epoch=epoch)
         self.zone = zone
         self.heartbeat = heartbeat
@@ -1340,7 +1335,7 @@ def _water_meter(rng: random.Random, seed: int | str, device_id: str, n: int,
         group=district,
         attributes={"district": district},
     )
-    return WaterMeter(reg, rng, key=f"{seed}/{device_id}", profile=profile, persons=persons,
+    return WaterMeter(reg, key=f"{seed}/{device_id}", profile=profile, persons=persons,
                       daily_l=daily, index_m3=index, cadence_s=cadence, phase_s=phase,
                       battery_pct=battery, epoch=epoch, planned_leak=planned)
 
@@ -1376,7 +1371,7 @@ def _waste_column(rng: random.Random, seed: int | str, device_id: str, n: int,
         attributes=attributes,
     )
     return WasteColumn(
-        reg, rng, key=f"{seed}/{device_id}", stream=stream, days_to_80=days_to_80,
+        reg, key=f"{seed}/{device_id}", stream=stream, days_to_80=days_to_80,
         depth_mm=depth, round_name=round_name, round_minute=rng.randrange(0, 300),
         report=report, fill_pct=rng.uniform(0, 60), battery_pct=rng.uniform(30, 100),
         phase_s=float(round(rng.uniform(0, HOUR))), temperature_offset_c=rng.gauss(0, 1),
@@ -1399,7 +1394,7 @@ def _parking_space(rng: random.Random, seed: int | str, device_id: str, n: int,
         group=zone.name,
         attributes={"zone": zone.name},
     )
-    return ParkingSpace(reg, rng, key=f"{seed}/{device_id}", zone=zone,
+    return ParkingSpace(reg, key=f"{seed}/{device_id}", zone=zone,
                         battery_pct=rng.uniform(50, 100), epoch=epoch, silent_after_s=silent)
 
 
