@@ -13,10 +13,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from types import FrameType
 
 from devices.kinds import DeviceKind
-from simulators.behaviour import ALL_KINDS, build_fleet
+from simulators.behaviour import ALL_KINDS, PARIS, build_fleet
 from simulators.faults import ALL_FAULTS, NATIVE, FaultInjector, FaultType, Wire
 from simulators.fleet import (
     PublisherError,
@@ -78,6 +79,27 @@ def _non_negative(kind: type[int] | type[float]) -> Callable[[str], int | float]
     return parse
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm]?)\s*$")
+_UNIT_HOURS = {"d": 24.0, "h": 1.0, "m": 1 / 60, "": 1.0}
+
+
+def parse_duration_hours(value: str) -> float:
+    """`30d`, `12h`, `90m` or a bare number of hours (`0` disables) -> hours."""
+    m = _DURATION.match(value.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (use e.g. 30d, 12h, 90m or 0)")
+    return float(m.group(1)) * _UNIT_HOURS[m.group(2)]
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An ISO 8601 time; without an offset it is read as Paris local time."""
+    try:
+        ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from exc
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=PARIS)
+
+
 def _prefix(value: str) -> str:
     if not _PREFIX.match(value):
         raise argparse.ArgumentTypeError(
@@ -106,6 +128,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="devices per kind (default: 20)",
     )
     g.add_argument(
+        "--water-meters",
+        type=_non_negative(int),
+        default=None,
+        metavar="N",
+        help="water meters (default: --devices)",
+    )
+    g.add_argument(
+        "--waste-columns",
+        type=_non_negative(int),
+        default=None,
+        metavar="N",
+        help="waste columns (default: --devices)",
+    )
+    g.add_argument(
+        "--parking-spaces",
+        type=_non_negative(int),
+        default=None,
+        metavar="N",
+        help="parking spaces (default: --devices)",
+    )
+    g.add_argument(
         "--seed",
         default="0",
         help="seed for the fleet and its behaviour: same seed, same devices and "
@@ -118,41 +161,83 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="device ids are PREFIX-wm-0001, PREFIX-wc-0001, PREFIX-ps-0001 (default: sim)",
     )
     g.add_argument(
+        "--epoch",
+        type=parse_timestamp,
+        default=None,
+        metavar="TIME",
+        help="when the simulated world starts (leaks, fills and parking are drawn "
+        "from it); with the seed and sizes it fixes the ground truth "
+        "(simulators.truth) (default: the start of --history, or now)",
+    )
+    g.add_argument(
         "--no-register",
         action="store_true",
         help="do not register the devices through the API first",
     )
+    g = parser.add_argument_group("history")
+    g.add_argument(
+        "--history",
+        type=parse_duration_hours,
+        default=0.0,
+        metavar="DURATION",
+        dest="history_hours",
+        help="first publish every reading the fleet would have sent over this "
+        "past period (e.g. 30d, 12h; 0 = none), with past device timestamps, as "
+        "fast as the broker acknowledges (default: 0)",
+    )
+    g.add_argument(
+        "--backfill-hours", type=_non_negative(float), dest="history_hours", help=argparse.SUPPRESS
+    )  # the option's former name
+    g.add_argument(
+        "--history-end",
+        type=parse_timestamp,
+        default=None,
+        metavar="TIME",
+        help="the history ends at TIME instead of now (reproducible runs)",
+    )
+    g.add_argument(
+        "--history-rate",
+        type=_non_negative(float),
+        default=0.0,
+        metavar="R",
+        help="at most R history publishes per second; 0 = as fast as the broker "
+        "acknowledges (default: 0)",
+    )
+    g.add_argument(
+        "--no-live", action="store_true", help="stop after the history instead of continuing live"
+    )
     g = parser.add_argument_group("publishing")
+    g.add_argument(
+        "--pace",
+        choices=("rate", "schedule"),
+        default="rate",
+        help="live publishing: rate = the devices in turn at --rate (a load "
+        "generator); schedule = each device on its own schedule in real time "
+        "(hourly meters hourly, parking on change and every 3 h) (default: rate)",
+    )
     g.add_argument(
         "--rate",
         type=_non_negative(float),
         default=20.0,
         metavar="R",
-        help="total MQTT publishes per second, spread evenly over the devices; "
-        "0 = as fast as the broker acknowledges (default: 20)",
+        help="total live MQTT publishes per second, spread evenly over the devices; "
+        "0 = as fast as the broker acknowledges; a cap with --pace schedule "
+        "(default: 20)",
     )
     g.add_argument(
         "--duration",
         type=_non_negative(float),
         default=0.0,
         metavar="S",
-        help="seconds of live publishing after the backfill; 0 = until Ctrl-C (default: 0)",
+        help="seconds of live publishing after the history; 0 = until Ctrl-C (default: 0)",
     )
     g.add_argument(
         "--count",
         type=_non_negative(int),
         default=0,
         metavar="M",
-        help="stop after M publishes in all, backfill included (held-back "
+        help="stop after M publishes in all, history included (held-back "
         "out-of-order messages still go out after); 0 = no limit",
-    )
-    g.add_argument(
-        "--backfill-hours",
-        type=_non_negative(float),
-        default=0.0,
-        metavar="H",
-        help="first publish H hours of history (one reading per device per 15 min "
-        "of simulated time, past timestamps) at --rate (default: 0)",
     )
     g.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default: 1)")
     g.add_argument(
@@ -184,6 +269,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def fleet_sizes(args: argparse.Namespace) -> dict[DeviceKind, int]:
+    """Devices per kind: --devices, overridden per kind."""
+    options = {
+        DeviceKind.WATER_METER: "water_meters",
+        DeviceKind.WASTE_COLUMN: "waste_columns",
+        DeviceKind.PARKING_SENSOR: "parking_spaces",
+    }
+    sizes: dict[DeviceKind, int] = {}
+    for kind in args.kinds:
+        n = getattr(args, options[kind], None)
+        sizes[kind] = int(n if n is not None else args.devices)
+    return sizes
+
+
 def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str) -> int:
     """Register (unless --no-register) and publish; 0 when every publish was acknowledged.
 
@@ -195,10 +294,29 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str
     except ValueError as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
-    devices = build_fleet(args.kinds, args.devices, seed=args.seed, id_prefix=args.id_prefix)
+    counts = fleet_sizes(args)
+    history_end: datetime | None = getattr(args, "history_end", None)
+    history_hours = float(getattr(args, "history_hours", 0.0) or 0.0)
+    now = datetime.now(PARIS)
+    if history_end is not None and history_end > now + timedelta(minutes=5):
+        print(
+            "simulate: --history-end is in the future; the platform refuses readings "
+            "from the future",
+            file=sys.stderr,
+        )
+        return 2
+    end = history_end or now
+    epoch: datetime = getattr(args, "epoch", None) or end - timedelta(hours=history_hours)
+    devices = build_fleet(args.kinds, counts, seed=args.seed, id_prefix=args.id_prefix, epoch=epoch)
     if not devices:
         print("simulate: no devices to simulate (--devices 0)", file=sys.stderr)
         return 2
+    sizes = ", ".join(f"{k.value} {n}" for k, n in counts.items())
+    print(
+        f"fleet: {sizes}; seed {args.seed!r}, id prefix {args.id_prefix!r}, world epoch "
+        f"{epoch.isoformat()} (simulators.truth.ground_truth replays it)",
+        file=sys.stderr,
+    )
     wire_format = WireFormat(getattr(args, "format", WireFormat.NATIVE))
     wire: Wire = NATIVE
     if wire_format is not WireFormat.NATIVE:
@@ -237,7 +355,11 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str
         rate=args.rate,
         duration_s=args.duration,
         count=args.count,
-        backfill_hours=args.backfill_hours,
+        history_hours=history_hours,
+        history_end=end,
+        history_rate=getattr(args, "history_rate", 0.0),
+        live=not getattr(args, "no_live", False),
+        pace=getattr(args, "pace", "rate"),
     )
     stop = threading.Event()
 
@@ -284,4 +406,4 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str
     return 0 if report.ok else 1
 
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "fleet_sizes", "parse_duration_hours", "parse_timestamp", "run"]

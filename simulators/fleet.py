@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, TextIO
+from datetime import datetime
+from typing import Any, Literal, TextIO
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from simulators.behaviour import PARIS, Registration, SimDevice, Telemetry, history
+from simulators.behaviour import PARIS, Registration, SimDevice, Telemetry, history, schedule
 from simulators.faults import NATIVE, FaultInjector, Outgoing, Wire
 
 # --------------------------------------------------------------------------------------------
@@ -329,18 +329,32 @@ class Publisher:
 # Simulation
 
 
+Pace = Literal["rate", "schedule"]
+
+
 @dataclass(frozen=True, slots=True)
 class SimulationConfig:
-    """How to run: `rate` publishes/s in total (0 = as fast as the broker acknowledges);
-    `duration_s` of live publishing after the backfill (0 = until stopped); `count` publishes
-    in all (0 = no limit); `backfill_hours` of history first, one reading per device per
-    `backfill_step`."""
+    """How to run.
+
+    History first: every reading the fleet would have sent in the `history_hours` before
+    `history_end` (default: now), device timestamps in the past, published as fast as the
+    broker acknowledges them (or at most `history_rate` per second).
+
+    Then live, unless `live` is False, for `duration_s` (0 = until stopped): `pace="rate"`
+    asks the devices in turn, `rate` publishes/s in total (0 = as fast as acknowledged), a
+    load generator; `pace="schedule"` lets each device send on its own schedule in real time
+    (hourly meters hourly, parking on change and heartbeat), `rate` then only a cap.
+    `count` publishes in all (0 = no limit).
+    """
 
     rate: float = 20.0
     duration_s: float = 0.0
     count: int = 0
-    backfill_hours: float = 0.0
-    backfill_step: timedelta = timedelta(minutes=15)
+    history_hours: float = 0.0
+    history_end: datetime | None = None
+    history_rate: float = 0.0
+    live: bool = True
+    pace: Pace = "rate"
     topic_prefix: str = "devices"
     ack_timeout_s: float = 30.0
 
@@ -354,7 +368,8 @@ class SimulationReport:
     acked: int = 0
     failed: int = 0
     unacked: int = 0
-    backfill_messages: int = 0
+    history_messages: int = 0
+    history_s: float = 0.0
     faults: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
     rate: float = 0.0
@@ -369,13 +384,19 @@ class SimulationReport:
         lines = [
             f"devices      {self.devices} (registered {self.registered}, "
             f"already there {self.already_registered})",
-            f"published    {self.published} ({self.backfill_messages} backfill) "
-            f"in {self.duration_s:.1f} s = {self.rate:.1f} msg/s",
+            f"published    {self.published} in {self.duration_s:.1f} s = {self.rate:.1f} msg/s",
             f"acked        {self.acked}"
             + (f", failed {self.failed}" if self.failed else "")
             + (f", UNACKED {self.unacked}" if self.unacked else ""),
             f"faults       {faults}",
         ]
+        if self.history_messages:
+            rate = self.history_messages / self.history_s if self.history_s > 0 else 0.0
+            lines.insert(
+                2,
+                f"history      {self.history_messages} in {self.history_s:.1f} s "
+                f"= {rate:.0f} msg/s",
+            )
         if self.interrupted:
             lines.append("stopped      interrupted")
         return "\n".join(lines)
@@ -467,6 +488,24 @@ def _live(devices: Sequence[SimDevice], stop: threading.Event) -> Iterator[Telem
             yield None
 
 
+def _scheduled(
+    devices: Sequence[SimDevice], start: datetime, stop: threading.Event
+) -> Iterator[Telemetry | None]:
+    """Each device's readings at its own reporting times from `start`, in real time; None
+    about once a second while nothing is due (so limits and Ctrl-C are checked)."""
+    for t, msg in schedule(devices, start):
+        while True:
+            wait = t - time.time()
+            if wait <= 0:
+                break
+            if stop.wait(min(wait, 1.0)):
+                return
+            if wait > 1.0:
+                yield None
+        if msg is not None:
+            yield msg
+
+
 def simulate(
     devices: Sequence[SimDevice],
     endpoint: MqttEndpoint,
@@ -480,7 +519,7 @@ def simulate(
     report: SimulationReport | None = None,
     wire: Wire | None = None,
 ) -> SimulationReport:
-    """Publish the fleet's backfill, then live readings, until a limit or `stop`.
+    """Publish the fleet's history, then live readings, until a limit or `stop`.
 
     `wire` is how readings are sent (native JSON by default, or a network server's envelopes,
     `simulators.lorawan`); an injector brings its own and must agree with it.
@@ -503,9 +542,9 @@ def simulate(
     )
     pub.connect()
     progress_line = _Progress(progress)
-    pacer = _Pacer(config.rate)
     started = time.monotonic()
-    end_of_backfill = datetime.now(PARIS)
+    end_of_history = config.history_end or datetime.now(PARIS)
+    pacer = _Pacer(config.history_rate)
 
     def fault_total() -> int:
         return injector.total if injector is not None else 0
@@ -530,21 +569,25 @@ def simulate(
 
     try:
         running = True
-        if config.backfill_hours > 0 and devices:
-            for msg in history(
-                devices, end_of_backfill, config.backfill_hours, config.backfill_step
-            ):
-                if not send(to_outgoing(msg), "backfill"):
+        if config.history_hours > 0 and devices:
+            for msg in history(devices, end_of_history, config.history_hours):
+                if not send(to_outgoing(msg), "history"):
                     running = False
                     break
-            report.backfill_messages = pub.published
-        if running and devices:
+            report.history_messages = pub.published
+            report.history_s = time.monotonic() - started
+        if running and devices and config.live:
+            pacer = _Pacer(config.rate)
             live_start = time.monotonic()
-            for maybe in _live(devices, stop):
+            if config.pace == "schedule":
+                live: Iterator[Telemetry | None] = _scheduled(devices, end_of_history, stop)
+            else:
+                live = _live(devices, stop)
+            for maybe in live:
                 if config.duration_s and time.monotonic() - live_start >= config.duration_s:
                     break
                 if maybe is None:  # a whole round with nothing to say: idle one slot
-                    if not pacer.wait(stop):
+                    if config.pace == "rate" and not pacer.wait(stop):
                         break
                     progress_line.update(pub, fault_total(), "live")
                     continue

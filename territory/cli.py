@@ -13,11 +13,13 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 from pydantic import ValidationError
 
+from devices.kinds import DeviceKind
 from territory.config import DEV_ADMIN_KEY, Settings, load_settings
 
 
@@ -131,6 +133,49 @@ def _wait_http(url: str, timeout: float) -> None:
     raise SystemExit(f"the API did not answer at {url} within {timeout:.0f}s")
 
 
+def _simulator_epoch(data_dir: Path, history_hours: float) -> datetime:
+    """The simulated world's start, kept in the data directory across runs.
+
+    The same epoch on every run makes a restarted `territory run` replay the same world, so
+    the history it publishes again agrees with what the database already holds. It moves
+    back only when a longer history is asked for than the world has.
+    """
+    path = data_dir / "simulator-epoch"
+    wanted = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=history_hours)
+    try:
+        saved = datetime.fromisoformat(path.read_text().strip())
+    except (OSError, ValueError):
+        saved = None
+    if saved is not None and saved.tzinfo is not None and saved <= wanted:
+        return saved
+    if saved is not None:
+        print(f"simulator: the world now starts at {wanted.isoformat()} (was {saved}); "
+              "readings simulated before may disagree with the new ones", flush=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(wanted.isoformat() + "\n")
+    return wanted
+
+
+def _simulator_command(exe: list[str], args: argparse.Namespace, settings: Settings) -> list[str]:
+    from simulators.behaviour import DEV_FLEET
+    from simulators.cli import parse_duration_hours
+
+    hours = parse_duration_hours(args.history)
+    cmd = [*exe, "simulate", "--pace", "schedule", "--rate", str(args.sim_rate),
+           "--seed", args.sim_seed]
+    if args.sim_devices is not None:
+        cmd += ["--devices", str(args.sim_devices)]
+    else:
+        cmd += [
+            "--water-meters", str(DEV_FLEET[DeviceKind.WATER_METER]),
+            "--waste-columns", str(DEV_FLEET[DeviceKind.WASTE_COLUMN]),
+            "--parking-spaces", str(DEV_FLEET[DeviceKind.PARKING_SENSOR]),
+        ]
+    epoch = _simulator_epoch(Path(settings.data_dir).resolve(), hours)
+    cmd += ["--epoch", epoch.isoformat(), "--history", f"{hours}h"]
+    return cmd
+
+
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Everything on one machine: embedded services when none are configured."""
     from territory import devenv
@@ -179,15 +224,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         )
         _wait_http(f"{api_url}/health", timeout=30)
         if not args.no_simulator:
-            sim = [
-                *exe,
-                "simulate",
-                "--devices",
-                str(args.sim_devices),
-                "--rate",
-                str(args.sim_rate),
-            ]
-            children.append(subprocess.Popen(sim, env=env))
+            children.append(subprocess.Popen(_simulator_command(exe, args, settings), env=env))
         print(
             f"\nTerritory telemetry is running.\n"
             f"  API docs:   {api_url}/docs\n"
@@ -207,6 +244,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("\nstopping ...", flush=True)
     return 0
+
+
+def _duration(value: str) -> str:
+    from simulators.cli import parse_duration_hours
+
+    parse_duration_hours(value)  # refused here rather than in the simulator's process
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,8 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--no-simulator", action="store_true")
-    run.add_argument("--sim-devices", type=int, default=20, help="simulated devices per kind")
-    run.add_argument("--sim-rate", type=float, default=10, help="simulated messages per second")
+    run.add_argument("--sim-devices", type=int, default=None,
+                     help="simulated devices per kind (default: 60 water meters, 40 waste "
+                     "columns, 120 parking spaces)")
+    run.add_argument("--sim-rate", type=float, default=50,
+                     help="at most this many live simulated messages per second (default: 50)")
+    run.add_argument("--sim-seed", default="0", help="the simulated fleet's seed (default: 0)")
+    run.add_argument("--history", default="30d", type=_duration,
+                     help="past readings the simulator publishes first, e.g. 30d, 7d, 12h; "
+                     "0 = none (default: 30d)")
     return parser
 
 

@@ -34,6 +34,7 @@ from ingest.sources import (
 )
 from simulators.behaviour import (
     PARIS,
+    Incident,
     ParkingSpace,
     SimDevice,
     Telemetry,
@@ -117,7 +118,7 @@ def test_em310_udl_round_trip() -> None:
 def test_simulated_columns_round_trip_through_the_em310() -> None:
     columns = [d for d in _fleet(30, seed=3) if isinstance(d, WasteColumn)]
     assert {c.report for c in columns} == {"fill", "distance", "both"}
-    columns[0]._alarms_until["tilt"] = MONDAY + timedelta(days=2)  # knocked over
+    columns[0].incidents = [Incident("tilt", MONDAY, MONDAY + timedelta(days=2))]  # knocked over
     encoder = PayloadEncoder()
     for c in columns:
         attrs = c.registration.attributes
@@ -165,7 +166,7 @@ def test_parking_sends_status_on_change_and_heartbeats_otherwise() -> None:
     encoder = PayloadEncoder()
     ports: list[int] = []
     previous: bool | None = None
-    for i in range(24 * 60):
+    for i in range(3 * 24 * 60):  # three days: heartbeats come after 3 h without a change
         ts = MONDAY + timedelta(minutes=i)
         msg = space.telemetry(ts)
         if msg is None:
@@ -179,7 +180,7 @@ def test_parking_sends_status_on_change_and_heartbeats_otherwise() -> None:
             assert r.temperature_c is not None and -10 < r.temperature_c < 35
         previous = msg.payload["occupied"]
         ports.append(frame.port)
-    assert ports.count(1) > 5 and ports.count(2) > 5
+    assert ports.count(1) > 5 and ports.count(2) > 3
 
 
 def test_flowiq2200_round_trip() -> None:
@@ -222,10 +223,13 @@ def test_simulated_meters_round_trip_through_the_flowiq() -> None:
             assert isinstance(r, WaterMeterReading)
             check_ranges(r)
             assert abs(r.index_m3 - p["index_m3"]) < 0.0005
-            assert r.flow_m3h is not None and abs(r.flow_m3h - p["flow_m3h"]) < 0.0005
+            if "flow_m3h" in p:
+                assert r.flow_m3h is not None and abs(r.flow_m3h - p["flow_m3h"]) < 0.0005
+            else:  # a twice-a-day pulse module measures no flow
+                assert r.flow_m3h is None
             assert r.alarms == tuple(sorted(p.get("alarms", ())))
             alarms_seen |= set(r.alarms)
-    assert alarms_seen == {"leak", "low_battery"}
+    assert {"leak", "low_battery"} <= alarms_seen <= {"leak", "low_battery", "burst"}
 
 
 # --- identities and registration -------------------------------------------------------------
@@ -278,7 +282,7 @@ def test_registration_binds_existing_devices_with_a_patch() -> None:
 
 
 def _envelopes(
-    fmt: WireFormat, fleet: list[SimDevice], hours: float = 2, seed: int = 1
+    fmt: WireFormat, fleet: list[SimDevice], hours: float = 10, seed: int = 1
 ) -> list[tuple[Telemetry, str, bytes, Envelope]]:
     wire = NetworkServerWire(fmt, fleet, seed=seed)
     out = []

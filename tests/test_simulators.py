@@ -24,6 +24,8 @@ from devices.rejections import Rejection, RejectReason
 from simulators.behaviour import (
     LEAK_ALARM_AFTER,
     PARIS,
+    TWICE_A_DAY_S,
+    Incident,
     ParkingSpace,
     Registration,
     SimDevice,
@@ -124,10 +126,11 @@ def test_water_index_only_grows_and_battery_only_drains() -> None:
 
 
 def test_households_use_more_water_at_8_than_at_3() -> None:
+    fleet = build_fleet([DeviceKind.WATER_METER], 300, seed=2, epoch=MONDAY - timedelta(days=7))
     meters = [
         m
-        for m in _of(build_fleet([DeviceKind.WATER_METER], 300, seed=2), WaterMeter)
-        if m.profile == "household"
+        for m in _of(fleet, WaterMeter)
+        if m.profile == "household" and m.leak is None and m.cadence_s != TWICE_A_DAY_S
     ]
 
     def mean_flow(hour: int) -> float:
@@ -156,7 +159,7 @@ def test_businesses_use_water_on_weekdays_not_sundays() -> None:
 
 def test_a_leak_shows_as_night_flow_then_raises_the_alarm() -> None:
     meter = _of(build_fleet([DeviceKind.WATER_METER], 1, seed=4), WaterMeter)[0]
-    meter.leak_rate_per_day = meter.repair_rate_per_day = 0.0
+    assert meter.cadence_s != TWICE_A_DAY_S  # reports a flow
     evening = MONDAY + timedelta(hours=20)
     meter.next_payload(evening)
     meter.start_leak(evening, flow_m3h=0.02)
@@ -173,14 +176,14 @@ def test_a_leak_shows_as_night_flow_then_raises_the_alarm() -> None:
 
 
 def test_healthy_meters_are_quiet_at_night_and_raise_no_leak() -> None:
+    fleet = build_fleet([DeviceKind.WATER_METER], 100, seed=5, epoch=MONDAY - timedelta(days=7))
     meters = [
         m
-        for m in _of(build_fleet([DeviceKind.WATER_METER], 100, seed=5), WaterMeter)
-        if m.profile == "household"
+        for m in _of(fleet, WaterMeter)
+        if m.profile == "household" and m.leak is None and m.cadence_s != TWICE_A_DAY_S
     ]
     alarms = []
     for m in meters:
-        m.leak_rate_per_day = 0.0
         for ts in _day(step=timedelta(minutes=30)):
             alarms += m.next_payload(ts).get("alarms", [])
     assert "leak" not in alarms
@@ -201,9 +204,12 @@ def test_some_meters_report_low_battery() -> None:
 def test_waste_fill_rises_then_drops_after_the_round() -> None:
     columns = _of(build_fleet([DeviceKind.WASTE_COLUMN], 40, seed=8), WasteColumn)
     column = next(c for c in columns if c.stream == "residual" and c.report != "distance")
-    column.alarm_rates = {}
+    column.incidents = []
     week = _day(hours=24 * 8, step=timedelta(minutes=30))
-    fills = [(ts, column.next_payload(ts)["fill_pct"]) for ts in week]
+    fills = []
+    for ts in week:
+        column.next_payload(ts)
+        fills.append((ts, column.fill_pct))  # the true fill, not the noisy reading
     assert column.collections, "a column is emptied at least once a week"
     starts = [MONDAY, *column.collections]
     emptied = next(
@@ -223,18 +229,21 @@ def test_glass_fills_slower_than_residual() -> None:
     columns = _of(build_fleet([DeviceKind.WASTE_COLUMN], 200, seed=9), WasteColumn)
     glass = [c.fill_rate_pct_per_day for c in columns if c.stream == "glass"]
     residual = [c.fill_rate_pct_per_day for c in columns if c.stream == "residual"]
-    assert mean(residual) > 4 * mean(glass)
+    assert mean(residual) > 3 * mean(glass)
 
 
 def test_distance_only_columns_convert_with_their_registered_depth() -> None:
     columns = _of(build_fleet([DeviceKind.WASTE_COLUMN], 60, seed=10), WasteColumn)
     column = next(c for c in columns if c.report == "distance")
     depth = column.registration.attributes["depth_mm"]
-    for ts in _day():
+    close = 0
+    for ts in _day(hours=72):
         p = column.next_payload(ts)
         assert "fill_pct" not in p and "distance_mm" in p
         converted = fill_from_distance(p["distance_mm"], depth)
-        assert abs(converted - column.fill_pct) < 5
+        # The true fill, but for deposit spikes, echoes and open lids (a few per cent).
+        close += abs(converted - column.fill_pct) < 5
+    assert close >= 0.9 * 72 * 4
     with pytest.raises(Rejection) as err:  # without the attribute the platform cannot convert
         decode_native(DeviceKind.WASTE_COLUMN, encode(p), received_at=ts, attributes={})
     assert err.value.reason is RejectReason.MISSING_ATTRIBUTE
@@ -242,8 +251,9 @@ def test_distance_only_columns_convert_with_their_registered_depth() -> None:
 
 def test_waste_alarms_happen_and_a_fire_is_hot() -> None:
     columns = _of(build_fleet([DeviceKind.WASTE_COLUMN], 10, seed=11), WasteColumn)
+    fire = Incident("fire", MONDAY + timedelta(hours=3), MONDAY + timedelta(hours=4))
     for c in columns:
-        c.alarm_rates = {"fire": (2.0, 0.5, 1.0), "lid_open": (2.0, 0.2, 0.5)}
+        c.incidents = [fire]
     payloads = [c.next_payload(ts) for ts in _day(step=timedelta(minutes=10)) for c in columns]
     fires = [p for p in payloads if "fire" in p.get("alarms", [])]
     assert fires and all(p["temperature_c"] >= 55 for p in fires)
@@ -285,7 +295,7 @@ def test_parking_publishes_on_change_and_heartbeat_only() -> None:
 
 def _stream(n: int = 60, seed: int = 0) -> list[Telemetry]:
     fleet = build_fleet(per_kind=5, seed=seed)
-    return list(history(fleet, MONDAY + timedelta(hours=12), hours=n / 40 + 1))[:n]
+    return list(history(fleet, MONDAY + timedelta(hours=12), hours=n / 10 + 1))[:n]
 
 
 @pytest.mark.parametrize("fault", list(FaultType))
@@ -378,8 +388,15 @@ def test_history_is_in_timestamp_order_and_ends_before_now() -> None:
     end = MONDAY + timedelta(hours=6)
     stamps = [datetime.fromisoformat(m.payload["ts"]) for m in history(fleet, end, hours=3)]
     assert stamps == sorted(stamps) and stamps[-1] < end and stamps[0] >= end - timedelta(hours=3)
-    water = [m for m in history(build_fleet([DeviceKind.WATER_METER], 2), end, hours=3)]
-    assert len(water) == 2 * 12  # one reading per device per 15 simulated minutes
+    meters = _of(build_fleet([DeviceKind.WATER_METER], 20), WaterMeter)
+    sent: dict[str, list[datetime]] = {}
+    for m in history(meters, end, hours=30):
+        sent.setdefault(m.device_id, []).append(datetime.fromisoformat(m.payload["ts"]))
+    for m in meters:  # each meter on its own cadence
+        stamps = sent.get(m.device_id, [])
+        assert len(stamps) in (30 * 3600 // m.cadence_s, 30 * 3600 // m.cadence_s + 1)
+        assert all(b - a == timedelta(seconds=m.cadence_s) for a, b in itertools.pairwise(stamps))
+    assert {m.cadence_s for m in meters} >= {900, 3600}
 
 
 def test_timestamps_carry_the_paris_offset_across_dst() -> None:
@@ -445,7 +462,7 @@ def test_cli_options() -> None:
     add_arguments(parser)
     args = parser.parse_args([])
     assert args.kinds == list(DeviceKind) and args.devices == 20 and args.rate == 20
-    assert (args.duration, args.count, args.backfill_hours, args.faults) == (0, 0, 0, 0)
+    assert (args.duration, args.count, args.history_hours, args.faults) == (0, 0, 0, 0)
     assert args.qos == 1 and not args.no_register and args.id_prefix == "sim"
     args = parser.parse_args(
         [
