@@ -149,8 +149,11 @@ def _simulator_epoch(data_dir: Path, history_hours: float) -> datetime:
     if saved is not None and saved.tzinfo is not None and saved <= wanted:
         return saved
     if saved is not None:
-        print(f"simulator: the world now starts at {wanted.isoformat()} (was {saved}); "
-              "readings simulated before may disagree with the new ones", flush=True)
+        print(
+            f"simulator: the world now starts at {wanted.isoformat()} (was {saved}); "
+            "readings simulated before may disagree with the new ones",
+            flush=True,
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(wanted.isoformat() + "\n")
     return wanted
@@ -161,15 +164,26 @@ def _simulator_command(exe: list[str], args: argparse.Namespace, settings: Setti
     from simulators.cli import parse_duration_hours
 
     hours = parse_duration_hours(args.history)
-    cmd = [*exe, "simulate", "--pace", "schedule", "--rate", str(args.sim_rate),
-           "--seed", args.sim_seed]
+    cmd = [
+        *exe,
+        "simulate",
+        "--pace",
+        "schedule",
+        "--rate",
+        str(args.sim_rate),
+        "--seed",
+        args.sim_seed,
+    ]
     if args.sim_devices is not None:
         cmd += ["--devices", str(args.sim_devices)]
     else:
         cmd += [
-            "--water-meters", str(DEV_FLEET[DeviceKind.WATER_METER]),
-            "--waste-columns", str(DEV_FLEET[DeviceKind.WASTE_COLUMN]),
-            "--parking-spaces", str(DEV_FLEET[DeviceKind.PARKING_SENSOR]),
+            "--water-meters",
+            str(DEV_FLEET[DeviceKind.WATER_METER]),
+            "--waste-columns",
+            str(DEV_FLEET[DeviceKind.WASTE_COLUMN]),
+            "--parking-spaces",
+            str(DEV_FLEET[DeviceKind.PARKING_SENSOR]),
         ]
     epoch = _simulator_epoch(Path(settings.data_dir).resolve(), hours)
     cmd += ["--epoch", epoch.isoformat(), "--history", f"{hours}h"]
@@ -282,15 +296,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--no-simulator", action="store_true")
-    run.add_argument("--sim-devices", type=int, default=None,
-                     help="simulated devices per kind (default: 60 water meters, 40 waste "
-                     "columns, 120 parking spaces)")
-    run.add_argument("--sim-rate", type=float, default=50,
-                     help="at most this many live simulated messages per second (default: 50)")
+    run.add_argument(
+        "--sim-devices",
+        type=int,
+        default=None,
+        help="simulated devices per kind (default: 60 water meters, 40 waste "
+        "columns, 120 parking spaces)",
+    )
+    run.add_argument(
+        "--sim-rate",
+        type=float,
+        default=50,
+        help="at most this many live simulated messages per second (default: 50)",
+    )
     run.add_argument("--sim-seed", default="0", help="the simulated fleet's seed (default: 0)")
-    run.add_argument("--history", default="30d", type=_duration,
-                     help="past readings the simulator publishes first, e.g. 30d, 7d, 12h; "
-                     "0 = none (default: 30d)")
+    run.add_argument(
+        "--history",
+        default="30d",
+        type=_duration,
+        help="past readings the simulator publishes first, e.g. 30d, 7d, 12h; "
+        "0 = none (default: 30d)",
+    )
     return parser
 
 

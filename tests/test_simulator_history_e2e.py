@@ -56,10 +56,28 @@ def test_two_days_of_history_are_stored_reading_for_reading(
     assert expected[DeviceKind.WATER_METER] >= 4 * 4  # even twice-a-day meters send some
 
     out = subprocess.run(
-        [sys.executable, "-m", "territory.cli", "simulate", "--no-register",
-         "--history", "2d", "--history-end", end.isoformat(), "--no-live",
-         "--water-meters", "4", "--waste-columns", "3", "--parking-spaces", "6",
-         "--seed", seed, "--id-prefix", prefix],
+        [
+            sys.executable,
+            "-m",
+            "territory.cli",
+            "simulate",
+            "--no-register",
+            "--history",
+            "2d",
+            "--history-end",
+            end.isoformat(),
+            "--no-live",
+            "--water-meters",
+            "4",
+            "--waste-columns",
+            "3",
+            "--parking-spaces",
+            "6",
+            "--seed",
+            seed,
+            "--id-prefix",
+            prefix,
+        ],
         env=ingest_env(settings),
         capture_output=True,
         text=True,
@@ -75,25 +93,37 @@ def test_two_days_of_history_are_stored_reading_for_reading(
     def stored() -> Counter[DeviceKind]:
         counts: Counter[DeviceKind] = Counter()
         for kind, table in TABLES.items():
-            rows = _query(settings, f"SELECT count(*) AS n FROM {table} WHERE device_id LIKE $1",
-                          f"{prefix}-%")
+            rows = _query(
+                settings,
+                f"SELECT count(*) AS n FROM {table} WHERE device_id LIKE $1",
+                f"{prefix}-%",
+            )
             counts[kind] = rows[0]["n"]
         return counts
 
     wait_for(lambda: stored() == expected, timeout=60, interval=0.5)
-    rejected = _query(settings, "SELECT count(*) AS n FROM rejected_messages "
-                      "WHERE device_id LIKE $1", f"{prefix}-%")
+    rejected = _query(
+        settings,
+        "SELECT count(*) AS n FROM rejected_messages WHERE device_id LIKE $1",
+        f"{prefix}-%",
+    )
     assert rejected[0]["n"] == 0
 
     # What was stored is the world the ground truth replays.
     truth = ground_truth(seed=seed, epoch=epoch, end=end, per_kind=sizes, id_prefix=prefix)
     for meter_id, meter in truth.meters.items():
-        rows = _query(settings, "SELECT ts, index_m3 FROM water_meter_readings "
-                      "WHERE device_id = $1 ORDER BY ts", meter_id)
+        rows = _query(
+            settings,
+            "SELECT ts, index_m3 FROM water_meter_readings WHERE device_id = $1 ORDER BY ts",
+            meter_id,
+        )
         assert rows and rows[-1]["ts"] < end
         for row in rows:
             assert row["index_m3"] == pytest.approx(round(meter.index_m3(row["ts"]), 3), abs=1e-6)
     for space_id, space in truth.spaces.items():
-        rows = _query(settings, "SELECT ts, occupied FROM parking_sensor_readings "
-                      "WHERE device_id = $1", space_id)
+        rows = _query(
+            settings,
+            "SELECT ts, occupied FROM parking_sensor_readings WHERE device_id = $1",
+            space_id,
+        )
         assert all(row["occupied"] == space.occupied_at(row["ts"]) for row in rows)

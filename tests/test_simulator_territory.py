@@ -78,8 +78,13 @@ def test_businesses_never_draw_water_for_a_whole_day() -> None:
 
 
 def test_a_month_of_households_uses_148_litres_per_person_per_day() -> None:
-    truth = ground_truth(seed=3, epoch=EPOCH, end=EPOCH + timedelta(days=30), per_kind=300,
-                         kinds=[DeviceKind.WATER_METER])
+    truth = ground_truth(
+        seed=3,
+        epoch=EPOCH,
+        end=EPOCH + timedelta(days=30),
+        per_kind=300,
+        kinds=[DeviceKind.WATER_METER],
+    )
     homes = [m for m in truth.meters.values() if m.profile == "household" and m.leak is None]
     litres = sum(m.consumption_l(EPOCH, truth.end) for m in homes)
     persons = sum(m.persons for m in homes)
@@ -88,8 +93,13 @@ def test_a_month_of_households_uses_148_litres_per_person_per_day() -> None:
 
 
 def test_the_hourly_shape_of_a_household_day() -> None:
-    truth = ground_truth(seed=4, epoch=EPOCH, end=EPOCH + timedelta(days=7), per_kind=200,
-                         kinds=[DeviceKind.WATER_METER])
+    truth = ground_truth(
+        seed=4,
+        epoch=EPOCH,
+        end=EPOCH + timedelta(days=7),
+        per_kind=200,
+        kinds=[DeviceKind.WATER_METER],
+    )
     homes = [m for m in truth.meters.values() if m.profile == "household" and m.leak is None]
     by_hour = [0.0] * 24
     for m in homes:
@@ -104,8 +114,13 @@ def test_the_hourly_shape_of_a_household_day() -> None:
 
 
 def test_about_one_home_in_ten_leaks_at_every_size() -> None:
-    truth = ground_truth(seed=5, epoch=EPOCH, end=EPOCH + timedelta(days=10), per_kind=200,
-                         kinds=[DeviceKind.WATER_METER])
+    truth = ground_truth(
+        seed=5,
+        epoch=EPOCH,
+        end=EPOCH + timedelta(days=10),
+        per_kind=200,
+        kinds=[DeviceKind.WATER_METER],
+    )
     leaking = truth.leaked_ever()
     assert 16 <= len(leaking) <= 24  # 10 % of 200
     assert all(m.profile == "household" for m in leaking)
@@ -136,8 +151,13 @@ def test_leaking_homes_have_a_night_minimum_at_least_their_leak() -> None:
 def test_the_default_fleet_publishes_every_district() -> None:
     truth = ground_truth(seed=0, epoch=EPOCH, end=EPOCH + HOUR, per_kind=DEV_FLEET)
     districts = truth.district_meters()
-    assert set(districts) == {"Centre-ville", "Kerfeunteun", "Ergué-Armel", "Penhars",
-                              "Moulin-Vert"}
+    assert set(districts) == {
+        "Centre-ville",
+        "Kerfeunteun",
+        "Ergué-Armel",
+        "Penhars",
+        "Moulin-Vert",
+    }
     assert all(len(ids) >= 10 for ids in districts.values())
     cadences = Counter(m.cadence_s for m in truth.meters.values())
     assert cadences[3600] > cadences[900] > cadences[TWICE_A_DAY_S] > 0
@@ -165,7 +185,8 @@ def test_readings_are_the_truth_whenever_and_however_often_they_are_asked() -> N
             pa, pb = a.next_payload(ts), b.next_payload(ts)
             assert pa == pb
             assert pa is not None and pa["index_m3"] == round(
-                truth.meters[a.device_id].index_m3(ts), 3)
+                truth.meters[a.device_id].index_m3(ts), 3
+            )
         elif isinstance(a, WasteColumn) and isinstance(b, WasteColumn):
             assert a.next_payload(ts) == b.next_payload(ts)
             assert a.fill_pct == b.fill_pct == truth.columns[a.device_id].fill_at(ts)
@@ -179,8 +200,11 @@ def test_readings_are_the_truth_whenever_and_however_often_they_are_asked() -> N
 
 
 def test_columns_reach_80_percent_within_their_streams_range() -> None:
-    columns = [c for c in build_fleet([DeviceKind.WASTE_COLUMN], 160, seed=8, epoch=EPOCH)
-               if isinstance(c, WasteColumn)]
+    columns = [
+        c
+        for c in build_fleet([DeviceKind.WASTE_COLUMN], 160, seed=8, epoch=EPOCH)
+        if isinstance(c, WasteColumn)
+    ]
     days: dict[str, list[float]] = {}
     for c in columns:
         c.round_name = None  # no crew: let it fill from empty
@@ -193,15 +217,17 @@ def test_columns_reach_80_percent_within_their_streams_range() -> None:
     expected = {"residual": (3, 7), "packaging": (7, 14), "paper": (7, 14), "glass": (14, 30)}
     assert set(days) == set(expected)
     for stream, (lo, hi) in expected.items():
-        assert all(lo <= d <= hi for d in days[stream]), (stream, min(days[stream]),
-                                                           max(days[stream]))
+        assert all(lo <= d <= hi for d in days[stream]), (
+            stream,
+            min(days[stream]),
+            max(days[stream]),
+        )
         assert STREAMS[stream].days_to_80 == (lo, hi)
 
 
 def test_columns_are_emptied_by_their_round_and_their_truth_is_consistent() -> None:
     end = EPOCH + timedelta(days=28)
-    truth = ground_truth(seed=9, epoch=EPOCH, end=end, per_kind=40,
-                         kinds=[DeviceKind.WASTE_COLUMN])
+    truth = ground_truth(seed=9, epoch=EPOCH, end=end, per_kind=40, kinds=[DeviceKind.WASTE_COLUMN])
     reached = 0
     for c in truth.columns.values():
         rnd = ROUNDS[c.round]
@@ -227,11 +253,15 @@ def test_columns_are_emptied_by_their_round_and_their_truth_is_consistent() -> N
 
 def test_column_readings_are_noisy_like_the_field() -> None:
     end = EPOCH + timedelta(days=14)
-    columns = [c for c in build_fleet([DeviceKind.WASTE_COLUMN], 40, seed=10, epoch=EPOCH)
-               if isinstance(c, WasteColumn)]
+    columns = [
+        c
+        for c in build_fleet([DeviceKind.WASTE_COLUMN], 40, seed=10, epoch=EPOCH)
+        if isinstance(c, WasteColumn)
+    ]
     depth = {c.device_id: c.depth_mm for c in columns}
-    truth = ground_truth(seed=10, epoch=EPOCH, end=end, per_kind=40,
-                         kinds=[DeviceKind.WASTE_COLUMN])
+    truth = ground_truth(
+        seed=10, epoch=EPOCH, end=end, per_kind=40, kinds=[DeviceKind.WASTE_COLUMN]
+    )
     sent = list(history(columns, end, hours=14 * 24))
     assert len(sent) == 40 * 14 * 24
     blind = beyond = lid = spikes = close = 0
@@ -256,13 +286,21 @@ def test_column_readings_are_noisy_like_the_field() -> None:
 
 
 def test_a_few_known_columns_burn_or_tip_over() -> None:
-    truth = ground_truth(seed=0, epoch=EPOCH, end=EPOCH + timedelta(days=30), per_kind=DEV_FLEET,
-                         kinds=[DeviceKind.WASTE_COLUMN])
+    truth = ground_truth(
+        seed=0,
+        epoch=EPOCH,
+        end=EPOCH + timedelta(days=30),
+        per_kind=DEV_FLEET,
+        kinds=[DeviceKind.WASTE_COLUMN],
+    )
     incidents = [(c.device_id, i) for c in truth.columns.values() for i in c.incidents]
     kinds = Counter(i.kind for _, i in incidents)
     assert 1 <= kinds["fire"] <= 3 and 1 <= kinds["tilt"] <= 4
-    columns = {c.device_id: c for c in build_fleet([DeviceKind.WASTE_COLUMN], 40, seed=0,
-                                                   epoch=EPOCH) if isinstance(c, WasteColumn)}
+    columns = {
+        c.device_id: c
+        for c in build_fleet([DeviceKind.WASTE_COLUMN], 40, seed=0, epoch=EPOCH)
+        if isinstance(c, WasteColumn)
+    }
     for device_id, inc in incidents:
         c = columns[device_id]
         p = c.next_payload(inc.since + timedelta(minutes=10))
@@ -279,8 +317,13 @@ def test_a_few_known_columns_burn_or_tip_over() -> None:
 
 @functools.cache
 def _parking_truth() -> FleetTruth:
-    return ground_truth(seed=11, epoch=EPOCH, end=EPOCH + timedelta(weeks=4), per_kind=200,
-                        kinds=[DeviceKind.PARKING_SENSOR])
+    return ground_truth(
+        seed=11,
+        epoch=EPOCH,
+        end=EPOCH + timedelta(weeks=4),
+        per_kind=200,
+        kinds=[DeviceKind.PARKING_SENSOR],
+    )
 
 
 def _occupancy(zone: str) -> dict[tuple[str, int], float]:
@@ -320,8 +363,9 @@ def test_one_car_park_is_full_on_working_days() -> None:
 
 def test_parking_messages_are_the_truth_with_heartbeats_and_silent_sensors() -> None:
     end = EPOCH + timedelta(days=5)
-    truth = ground_truth(seed=12, epoch=EPOCH, end=end, per_kind=60,
-                         kinds=[DeviceKind.PARKING_SENSOR])
+    truth = ground_truth(
+        seed=12, epoch=EPOCH, end=end, per_kind=60, kinds=[DeviceKind.PARKING_SENSOR]
+    )
     fleet = build_fleet([DeviceKind.PARKING_SENSOR], 60, seed=12, epoch=EPOCH)
     sent: dict[str, list[tuple[datetime, bool]]] = {}
     for msg in history(fleet, end, hours=5 * 24):
@@ -380,8 +424,16 @@ def test_french_day_types() -> None:
 
 @pytest.mark.parametrize(
     ("text", "hours"),
-    [("30d", 720.0), ("7d", 168.0), ("12h", 12.0), ("90m", 1.5), ("0", 0.0), ("36", 36.0),
-     ("1.5d", 36.0), (" 2D ", 48.0)],
+    [
+        ("30d", 720.0),
+        ("7d", 168.0),
+        ("12h", 12.0),
+        ("90m", 1.5),
+        ("0", 0.0),
+        ("36", 36.0),
+        ("1.5d", 36.0),
+        (" 2D ", 48.0),
+    ],
 )
 def test_history_durations(text: str, hours: float) -> None:
     assert parse_duration_hours(text) == hours
@@ -396,13 +448,30 @@ def test_bad_history_durations_are_refused(bad: str) -> None:
 def test_simulate_history_options() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--history", "2d", "--no-live", "--water-meters", "60",
-                              "--parking-spaces", "120", "--devices", "40",
-                              "--history-end", "2026-11-30T12:00:00", "--pace", "schedule"])
+    args = parser.parse_args(
+        [
+            "--history",
+            "2d",
+            "--no-live",
+            "--water-meters",
+            "60",
+            "--parking-spaces",
+            "120",
+            "--devices",
+            "40",
+            "--history-end",
+            "2026-11-30T12:00:00",
+            "--pace",
+            "schedule",
+        ]
+    )
     assert args.history_hours == 48 and args.no_live and args.pace == "schedule"
     assert args.history_end == datetime(2026, 11, 30, 12, tzinfo=PARIS)
-    assert fleet_sizes(args) == {DeviceKind.WATER_METER: 60, DeviceKind.WASTE_COLUMN: 40,
-                                 DeviceKind.PARKING_SENSOR: 120}
+    assert fleet_sizes(args) == {
+        DeviceKind.WATER_METER: 60,
+        DeviceKind.WASTE_COLUMN: 40,
+        DeviceKind.PARKING_SENSOR: 120,
+    }
     assert parser.parse_args(["--backfill-hours", "5"]).history_hours == 5  # former name
     with pytest.raises(SystemExit):
         parser.parse_args(["--history", "soon"])
@@ -426,20 +495,28 @@ def test_run_seeds_a_month_of_history_by_default(tmp_path: Path) -> None:
 
 def test_the_running_index_agrees_with_the_day_by_day_sum_across_the_clock_change() -> None:
     epoch = datetime(2026, 3, 25, tzinfo=PARIS)  # summer time starts on Sunday the 29th
-    meters = [m for m in build_fleet([DeviceKind.WATER_METER], 30, seed=13, epoch=epoch)
-              if isinstance(m, WaterMeter)]
+    meters = [
+        m
+        for m in build_fleet([DeviceKind.WATER_METER], 30, seed=13, epoch=epoch)
+        if isinstance(m, WaterMeter)
+    ]
     for m in meters:
         previous = m.index0_m3
         for h in range(0, 10 * 24, 7):
             t = (epoch + timedelta(hours=h)).timestamp()
             index = m.index_at(t)  # the running sum
-            exact = m.index0_m3 + (m.used_l(epoch.timestamp(), t)
-                                   + m.leaked_l(epoch.timestamp(), t)) / 1000
+            exact = (
+                m.index0_m3
+                + (m.used_l(epoch.timestamp(), t) + m.leaked_l(epoch.timestamp(), t)) / 1000
+            )
             assert index == pytest.approx(exact, abs=1e-9)
             assert index >= previous
             previous = index
-    sent = list(history(build_fleet(per_kind=5, seed=13, epoch=epoch), epoch + timedelta(days=7),
-                        hours=7 * 24))
+    sent = list(
+        history(
+            build_fleet(per_kind=5, seed=13, epoch=epoch), epoch + timedelta(days=7), hours=7 * 24
+        )
+    )
     offsets = {m.payload["ts"][-6:] for m in sent}
     assert offsets == {"+01:00", "+02:00"}
 
@@ -460,8 +537,7 @@ def _linear_buckets(readings: list[tuple[float, float]], start: float, hours: in
 
 
 def test_a_zero_night_hour_survives_splitting_readings_into_hours() -> None:
-    meters = [m for m in _meters(120, seed=14)
-              if m.leak is None and m.cadence_s != TWICE_A_DAY_S]
+    meters = [m for m in _meters(120, seed=14) if m.leak is None and m.cadence_s != TWICE_A_DAY_S]
     days = 10
     start = EPOCH.timestamp()
     for m in meters:
@@ -469,5 +545,5 @@ def test_a_zero_night_hour_survives_splitting_readings_into_hours() -> None:
         readings = [(t, float(m.payload_at(t)["index_m3"])) for t in times]
         buckets = _linear_buckets(readings, start, days * 24)
         for d in range(days):
-            night = buckets[d * 24 + 2:d * 24 + 5]  # 02:00-05:00 local (winter time)
+            night = buckets[d * 24 + 2 : d * 24 + 5]  # 02:00-05:00 local (winter time)
             assert min(night) == 0.0, (m.device_id, m.cadence_s, d, night)
