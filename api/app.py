@@ -19,6 +19,7 @@ from fastapi_offline import FastAPIOffline
 
 from api import (
     routes_alerts,
+    routes_crew,
     routes_devices,
     routes_parking,
     routes_rejected,
@@ -104,14 +105,23 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     # Added last, so outermost: the key is checked before the body is looked at at all.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
-    public = {"/health", "/metrics", DOCS_URL, REDOC_URL, app.openapi_url or "/openapi.json"}
+    public = {
+        "/health",
+        "/metrics",
+        "/crew",
+        DOCS_URL,
+        REDOC_URL,
+        app.openapi_url or "/openapi.json",
+    }
     if app.swagger_ui_oauth2_redirect_url:
         public.add(app.swagger_ui_oauth2_redirect_url)
     app.add_middleware(
         AuthMiddleware,
         settings=settings,
         public_paths=frozenset(public),
-        public_prefixes=(DOCS_ASSETS + "/",),
+        # The crew page checks its key itself (header or its own cookie: a phone's link cannot
+        # send a header), and answers a sign-in form instead of a 401.
+        public_prefixes=(DOCS_ASSETS + "/", "/crew"),
     )
     app.add_middleware(MetricsMiddleware)  # outermost: refused requests are counted too
 
@@ -141,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_waste.router, dependencies=protected, responses=errors)
     app.include_router(routes_alerts.router, dependencies=protected, responses=errors)
     app.include_router(routes_water.router, dependencies=protected, responses=errors)
+    app.include_router(routes_crew.router)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

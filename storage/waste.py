@@ -439,7 +439,11 @@ async def list_candidates(
         "FROM waste_column_state s JOIN devices d ON d.id = s.device_id "
         f"WHERE {_COLUMNS_WHERE} AND (s.last_alarms && $4::text[] OR (s.fill_pct >= $3 "
         "AND (s.fill_pct >= s.threshold_pct OR s.eta_threshold < CASE WHEN "
-        "d.attributes ? 'collection_days' THEN $6::timestamptz ELSE $5::timestamptz END)))",
+        "d.attributes ? 'collection_days' THEN $6::timestamptz ELSE $5::timestamptz END))) "
+        # Emptied by a crew since its last reading: off the list at once, before the worker
+        # has recomputed its state.
+        "AND NOT EXISTS (SELECT 1 FROM waste_crew_emptied c "
+        "WHERE c.device_id = s.device_id AND c.ts >= s.last_reading_ts)",
         stream,
         group,
         min_fill_pct,
@@ -448,3 +452,14 @@ async def list_candidates(
         custom_due_before,
     )
     return [ListRow(_state(r), r["lat"], r["lon"], r["days"]) for r in rows]
+
+
+async def rounds(pool: asyncpg.Pool) -> list[tuple[str | None, str | None]]:
+    """Every (waste stream, collection round) that active columns have, for choosing a list."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT d.attributes ->> 'waste_stream' AS stream, d.group_name AS grp "
+        f"FROM devices d WHERE {_COLUMNS_WHERE} ORDER BY 1, 2",
+        None,
+        None,
+    )
+    return [(r["stream"], r["grp"]) for r in rows]

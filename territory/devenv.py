@@ -416,9 +416,21 @@ def find_mosquitto() -> Path | None:
     return None
 
 
-def missing_packages() -> list[str]:
-    """The Debian packages still needed: a PostgreSQL >= 15 server, mosquitto and its clients."""
+def find_chromium() -> Path | None:
+    """Debian's Chromium, which the browser tests drive headless (no browser download)."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    return None
+
+
+def missing_packages(browser: bool = False) -> list[str]:
+    """The Debian packages still needed: a PostgreSQL >= 15 server, mosquitto and its clients,
+    and with `browser` Chromium for the page tests."""
     missing = []
+    if browser and find_chromium() is None:
+        missing.append("chromium")
     if find_postgres() is None:
         missing.append("postgresql")
     if find_mosquitto() is None:
@@ -471,13 +483,13 @@ def _apt_get(args: list[str], log: IO[bytes] | None) -> None:
         raise DevEnvError(f"`{' '.join(cmd)}` failed with exit code {result.returncode}{where}")
 
 
-def ensure_packages(install: bool, log: Path | None = None) -> None:
+def ensure_packages(install: bool, log: Path | None = None, browser: bool = False) -> None:
     """Make sure PostgreSQL >= 15, mosquitto and mosquitto-clients are installed.
 
     With `install` and as root, missing ones are installed with apt-get (output to `log`, or
     to our stdout when None); otherwise a missing one is a DevEnvError naming the command.
     """
-    missing = missing_packages()
+    missing = missing_packages(browser)
     if not missing:
         return
     command = f"apt-get install {' '.join(missing)}"
@@ -499,7 +511,7 @@ def ensure_packages(install: bool, log: Path | None = None) -> None:
         stack.enter_context(_no_service_starts())
         _apt_get(["update"], log_file)
         _apt_get(["install", "-y", "--no-install-recommends", *missing], log_file)
-    still = missing_packages()
+    still = missing_packages(browser)
     if still:
         versions = [c.major for c in _postgres_candidates()]
         raise DevEnvError(
@@ -1153,12 +1165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("ensure-packages", help="check (and install) the Debian packages")
     check.add_argument("--install", action="store_true", help="apt-get install what is missing")
+    check.add_argument("--browser", action="store_true", help="Chromium too (page tests)")
     up = sub.add_parser("up", help="run PostgreSQL and Mosquitto until Ctrl-C")
     up.add_argument("--data-dir", type=Path, default=Path(".territory"))
     args = parser.parse_args(argv)
     try:
         if args.command == "ensure-packages":
-            ensure_packages(args.install)
+            ensure_packages(args.install, browser=args.browser)
             return 0
         with embedded_services(args.data_dir, install=False) as services:
             for key, value in services.env().items():
