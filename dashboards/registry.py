@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards import parking, platform, platform_prometheus
+from dashboards import parking, platform, platform_prometheus, waste, water
 from dashboards.common import to_dict
 
 FOLDER_UID = "territory"
@@ -12,7 +12,13 @@ FOLDER_TITLE = "Territory"
 
 
 def all_dashboards() -> dict[str, dict[str, Any]]:
-    boards = [platform.build(), platform_prometheus.build(), parking.build()]
+    boards = [
+        platform.build(),
+        platform_prometheus.build(),
+        water.build(),
+        waste.build(),
+        parking.build(),
+    ]
     out = {}
     for b in boards:
         d = to_dict(b)

@@ -62,6 +62,70 @@ def _variables(uid: str) -> list[dict[str, Any]]:
     return [v for v in all_dashboards()[uid]["templating"]["list"] if v.get("type") == "query"]
 
 
+async def _seed_derived(conn: asyncpg.Connection) -> None:
+    """What the worker derives (and alerts hold), shaped so that every panel has rows in every
+    range the test asks for. Seed data, not a simulation: a meter-day row per hour, say."""
+    hour = NOW.replace(minute=0, second=0)
+    await conn.execute("DELETE FROM water_hourly WHERE device_id = 'dash-wm-1'")
+    await conn.execute("DELETE FROM water_district_hourly WHERE district = 'Dash Penhars'")
+    await conn.execute("DELETE FROM water_meter_days WHERE device_id = 'dash-wm-1'")
+    await conn.execute("DELETE FROM waste_emptyings WHERE device_id = 'dash-wc-1'")
+    await conn.execute("DELETE FROM waste_column_state WHERE device_id = 'dash-wc-1'")
+    hours = [hour - timedelta(hours=k) for k in range(0, 8 * 24)]
+    await conn.copy_records_to_table(
+        "water_hourly",
+        records=[("dash-wm-1", h, "Dash Penhars", 0.012, False, True) for h in hours],
+        columns=["device_id", "hour", "district", "volume_m3", "estimated", "measured"],
+    )
+    await conn.copy_records_to_table(
+        "water_district_hourly",
+        records=[("Dash Penhars", h, 0.012, 1, False) for h in hours],
+        columns=["district", "hour", "volume_m3", "meters", "estimated"],
+    )
+    today = NOW.date()
+    await conn.copy_records_to_table(
+        "water_meter_days",
+        records=[
+            ("dash-wm-1", today - timedelta(days=k), NOW - timedelta(hours=k), 8.0, 24, 0, True)
+            for k in range(0, 8 * 24)
+        ],
+        columns=[
+            "device_id",
+            "day",
+            "night_start",
+            "night_min_lph",
+            "measured_hours",
+            "zero_hours",
+            "continuous",
+        ],
+    )
+    await conn.execute(
+        "INSERT INTO alerts (device_id, type, severity, status, opened_at, last_seen_at) "
+        "VALUES ('dash-wm-1', 'offline', 'major', 'open', $1, $1) ON CONFLICT DO NOTHING",
+        NOW - timedelta(hours=30),
+    )
+    await conn.execute(
+        "INSERT INTO waste_column_state (device_id, fill_pct, fill_ts, last_reading_ts, "
+        "rate_pct_per_day, threshold_pct, eta_threshold, cycle_points, reliability) "
+        "VALUES ('dash-wc-1', 85, $1, $1, 6.5, 80, $2, 12, 'high')",
+        NOW,
+        NOW - timedelta(hours=5),
+    )
+    await conn.copy_records_to_table(
+        "waste_emptyings",
+        records=[
+            (
+                "dash-wc-1",
+                NOW - timedelta(minutes=20 * k),
+                "sensor" if k % 2 else "crew",
+                NOW - timedelta(minutes=20 * k),
+            )
+            for k in range(0, 8 * 24 * 3)
+        ],
+        columns=["device_id", "ts", "source", "confirmed_ts"],
+    )
+
+
 @pytest.fixture(scope="module")
 def reader_url(settings: Settings) -> str:
     """Seed a few hours and days of readings and rejections, and a SELECT-only login."""
@@ -71,9 +135,16 @@ def reader_url(settings: Settings) -> str:
         try:
             await ensure_reader_login(conn, "territory_grafana_test", "reader-password")
             await conn.execute(
-                "INSERT INTO devices (id, kind) VALUES ('dash-wm-1', 'water_meter') "
+                "INSERT INTO devices (id, kind, lat, lon, attributes) VALUES "
+                "('dash-wm-1', 'water_meter', 47.99, -4.10, '{\"district\": \"Dash Penhars\"}') "
                 "ON CONFLICT DO NOTHING"
             )
+            await conn.execute(
+                "INSERT INTO devices (id, kind, lat, lon, group_name, attributes) VALUES "
+                "('dash-wc-1', 'waste_column', 47.99, -4.11, 'Dash round', "
+                '\'{"waste_stream": "glass", "depth_mm": 1800}\') ON CONFLICT DO NOTHING'
+            )
+            await _seed_derived(conn)
             await conn.execute(
                 "INSERT INTO devices (id, kind, attributes) VALUES "
                 "('dash-ps-1', 'parking_sensor', '{\"zone\": \"Dash Centre\"}'), "
@@ -106,7 +177,7 @@ def reader_url(settings: Settings) -> str:
             await conn.executemany(
                 "INSERT INTO waste_column_readings (device_id, ts, received_at, fill_pct, "
                 "stored_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                [(d, t, r, 50.0, s) for d, t, r, _x, s in rows[::3]],
+                [("dash-wc-1", t, r, 50.0, s) for _d, t, r, _x, s in rows[::3]],
             )
             await conn.executemany(
                 "INSERT INTO parking_sensor_readings (device_id, ts, received_at, occupied, "
@@ -137,15 +208,33 @@ def reader_url(settings: Settings) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
 
-def _selections(uid: str, conn_rows: dict[str, list[str]], mode: str) -> dict[str, Selection]:
-    out = {}
+async def _choose(
+    conn: asyncpg.Connection,
+    uid: str,
+    mode: str,
+    start: datetime,
+    end: datetime,
+    timescaledb: bool,
+) -> dict[str, Selection]:
+    """What a user picks for each variable, in dashboard order: a variable's own query sees
+    the choices made above it (a round list filtered by the chosen streams)."""
+    out: dict[str, Selection] = {}
     for var in _variables(uid):
-        values = conn_rows[var["name"]]
+        sql = grafana_sql(
+            var["query"],
+            start=start,
+            end=end,
+            interval=INTERVALS[0],
+            selections=out,
+            timescaledb=timescaledb,
+        )
+        values = [str(r[0]) for r in await conn.fetch(sql)]
+        assert values, f"{uid}: variable {var['name']} has no values\n{sql}"
         multi = bool(var.get("multi") or var.get("includeAll"))
         chosen = {
             "single": values[:1],
-            "multi": values[:2],
-            "all": values,
+            "multi": values[:2] if multi else values[:1],
+            "all": values if multi else values[:1],
             "quote": [QUOTED] if QUOTED in values else values[:1],
         }[mode]
         out[var["name"]] = Selection(chosen, multi)
@@ -160,18 +249,10 @@ async def _run_all(url: str, timescaledb: bool) -> Iterator[str]:
         for target in _targets():
             for rname, span in RANGES.items():
                 start, end = NOW - span, NOW + timedelta(minutes=1)
-                var_values: dict[str, list[str]] = {}
-                for var in _variables(target.dashboard):
-                    sql = grafana_sql(
-                        var["query"],
-                        start=start,
-                        end=end,
-                        interval=INTERVALS[0],
-                        selections={},
-                        timescaledb=timescaledb,
-                    )
-                    var_values[var["name"]] = [str(r[0]) for r in await conn.fetch(sql)]
-                    assert var_values[var["name"]], f"variable {var['name']} empty over {rname}"
+                choices = {
+                    mode: await _choose(conn, target.dashboard, mode, start, end, timescaledb)
+                    for mode in ("single", "multi", "all", "quote")
+                }
                 for interval, mode in itertools.product(
                     INTERVALS, ("single", "multi", "all", "quote")
                 ):
@@ -180,7 +261,7 @@ async def _run_all(url: str, timescaledb: bool) -> Iterator[str]:
                         start=start,
                         end=end,
                         interval=interval,
-                        selections=_selections(target.dashboard, var_values, mode),
+                        selections=choices[mode],
                         timescaledb=timescaledb,
                     )
                     where = f"{target.dashboard} / {target.title} / {rname} / {interval} / {mode}"
