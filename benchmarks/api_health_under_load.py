@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.ingest_throughput import ROOT, _child_env, _pct, _python, _stop
+from benchmarks.ingest_trials import ROOT, _child_env, _pct, _python, _stop
 from benchmarks.procstat import cpu_seconds, machine_ticks, memory_kb
 
 ADMIN_KEY = "bench-admin-key-0123456789"
