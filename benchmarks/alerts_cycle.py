@@ -245,7 +245,7 @@ async def run(args: argparse.Namespace, database_url: str, mqtt_url: str) -> Non
         await conn.execute(
             "TRUNCATE devices, device_activity, alert_silence, alert_events, alerts, "
             "alert_notifications, alert_groups, alert_engine_state, worker_watermarks, "
-            "water_meter_readings, waste_column_readings, parking_sensor_readings"
+            "water_meter_readings, waste_column_readings, parking_sensor_readings CASCADE"
         )
         await load_fleet(conn, args.devices)
         if args.history_hours:

@@ -479,7 +479,8 @@ class Bench:
         if self.owned:
             # The benchmark's own database: every run starts from empty tables.
             await self.db.execute(
-                "TRUNCATE devices, rejected_messages, " + ", ".join(READING_TABLES)
+                # CASCADE: tables that refer to devices (crew confirmations) go too.
+                "TRUNCATE devices, rejected_messages, " + ", ".join(READING_TABLES) + " CASCADE"
             )
         await self.register(self.n_devices)
 

@@ -89,10 +89,12 @@ async def changed_devices(
     conn: asyncpg.Connection, table: str, window: Window
 ) -> dict[str, datetime]:
     """Each device with rows new in the window, with the oldest device time among them: what a
-    job must recompute from. `table` is one of the reading tables (a constant, not input)."""
+    job must recompute from. `table` is one of the reading tables (a constant, not input).
+    Rows at an infinite time (stored before the ingest refused them) cannot be analysed and
+    are left out."""
     rows = await conn.fetch(
         f"SELECT device_id, min(ts) AS since FROM {table} "
-        "WHERE stored_at >= $1 AND stored_at < $2 GROUP BY device_id",
+        "WHERE stored_at >= $1 AND stored_at < $2 AND isfinite(ts) GROUP BY device_id",
         window.lower,
         window.upper,
     )

@@ -129,7 +129,8 @@ async def readings_to_recompute(
         h AS MATERIALIZED (
             SELECT c.d, date_bin('1 hour',
                        coalesce((SELECT max(r.ts) FROM water_meter_readings r
-                                 WHERE r.device_id = c.d AND r.ts < c.s), c.s),
+                                 WHERE r.device_id = c.d AND r.ts < c.s AND isfinite(r.ts)),
+                                c.s),
                        timestamptz '2000-01-01 00:00+00') AS h0
             FROM c
         ),
@@ -137,7 +138,7 @@ async def readings_to_recompute(
             SELECT h.d, h.h0,
                    coalesce((SELECT min(x.ts) FROM (
                                 SELECT r.ts FROM water_meter_readings r
-                                WHERE r.device_id = h.d AND r.ts < h.h0
+                                WHERE r.device_id = h.d AND r.ts < h.h0 AND isfinite(r.ts)
                                 ORDER BY r.ts DESC LIMIT $3) x), h.h0) AS from_ts
             FROM h
         )
@@ -145,7 +146,7 @@ async def readings_to_recompute(
                extract(epoch FROM r.ts)::float8 AS t, r.index_m3
         FROM b CROSS JOIN LATERAL (
             SELECT ts, index_m3 FROM water_meter_readings r
-            WHERE r.device_id = b.d AND r.ts >= b.from_ts ORDER BY ts) r
+            WHERE r.device_id = b.d AND r.ts >= b.from_ts AND isfinite(r.ts) ORDER BY ts) r
         ORDER BY b.d, r.ts
         """,
         list(since),
