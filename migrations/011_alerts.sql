@@ -103,24 +103,3 @@ CREATE TABLE alert_engine_state (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
-
--- The change feed's BRIN indexes on stored_at (migration 007) summarise a block range only at
--- VACUUM, and an insert-only table is vacuumed after 20 % more rows: until then every job's
--- `stored_at >= watermark` scan reads the whole unsummarised tail, every few seconds. With
--- autosummarize, a range is summarised as soon as the next one starts. Where an index does
--- not take the option (a hypertable's, on some TimescaleDB versions) it stays as it was.
-DO $$
-DECLARE
-    idx text;
-BEGIN
-    FOREACH idx IN ARRAY ARRAY['water_meter_readings_stored_at_brin',
-                               'waste_column_readings_stored_at_brin',
-                               'parking_sensor_readings_stored_at_brin'] LOOP
-        BEGIN
-            EXECUTE format('ALTER INDEX %I SET (autosummarize = on)', idx);
-        EXCEPTION WHEN others THEN
-            RAISE NOTICE 'autosummarize not set on %: %', idx, SQLERRM;
-        END;
-    END LOOP;
-END
-$$;
