@@ -150,17 +150,27 @@ def create_app(settings: Settings) -> FastAPI:
             "retry after `Retry-After` seconds",
         },
     }
-    app.include_router(routes_system.router, responses=errors)
-    app.include_router(routes_devices.router, dependencies=protected, responses=errors)
-    app.include_router(routes_rejected.router, dependencies=protected, responses=errors)
-    app.include_router(routes_parking.router, dependencies=protected, responses=errors)
-    app.include_router(routes_waste.router, dependencies=protected, responses=errors)
-    app.include_router(routes_alerts.router, dependencies=protected, responses=errors)
-    app.include_router(routes_water.router, dependencies=protected, responses=errors)
-    app.include_router(routes_admin.router, dependencies=protected, responses=errors)
-    app.include_router(routes_crew.router)
     public_prefixes = (DOCS_ASSETS + "/", "/crew")
-    declare_permissions(app.routes, lambda path: path in public or path.startswith(public_prefixes))
+    for router, guarded in (
+        (routes_system.router, False),
+        (routes_devices.router, True),
+        (routes_rejected.router, True),
+        (routes_parking.router, True),
+        (routes_waste.router, True),
+        (routes_alerts.router, True),
+        (routes_water.router, True),
+        (routes_admin.router, True),
+        (routes_crew.router, False),  # checks its key itself (a form, a cookie)
+    ):
+        # Before inclusion: the included copies of the routes carry what is declared here.
+        declare_permissions(
+            router.routes, lambda path: path in public or path.startswith(public_prefixes)
+        )
+        app.include_router(
+            router,
+            dependencies=protected if guarded else None,
+            responses=None if router is routes_crew.router else errors,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

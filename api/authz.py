@@ -19,6 +19,7 @@ from fastapi import Depends, HTTPException, status
 from fastapi.routing import APIRoute
 
 from api.auth import Principal
+from api.deps import current_principal
 
 
 class Permission(StrEnum):
@@ -55,7 +56,6 @@ def forbidden(principal: Principal, permission: Permission) -> HTTPException:
 
 def require(permission: Permission) -> Any:
     """The dependency a route declares: the caller must hold `permission`."""
-    from api.deps import current_principal  # api.deps imports this module's names
 
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not allowed(principal, permission):
