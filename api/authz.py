@@ -70,7 +70,9 @@ def route_permission(route: APIRoute) -> Permission | None:
     """The permission a route declared (with `require`, or `x-permission` for the pages
     that check their key themselves), None when it declared none."""
     found: list[Permission] = [
-        p for d in route.dependencies if (p := getattr(d.dependency, "permission", None))
+        Permission(p)
+        for d in route.dependencies
+        if (p := getattr(d.dependency, "permission", None))
     ]
     declared = (route.openapi_extra or {}).get(OPENAPI_KEY)
     if declared is not None:

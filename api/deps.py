@@ -65,9 +65,20 @@ async def current_principal(
     return principal
 
 
-# The authentication dependency under its older name: it authenticates (any valid key); what
-# the key may do is each route's `require(Permission.X)` (api/authz.py).
-require_admin = current_principal
+async def require_admin(
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Principal:
+    """An admin key only: `dependencies=[Depends(require_admin)]` is the same declaration as
+    `require(Permission.ADMIN)` (api/authz.py), which the other permissions use."""
+    if principal.role != "admin":
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"a {principal.role} key may not do this (it needs the 'admin' permission)",
+        )
+    return principal
+
+
+require_admin.permission = "admin"  # type: ignore[attr-defined]  # read by api.authz
 
 
 def caller_tenant(principal: Annotated[Principal, Depends(current_principal)]) -> str | None:

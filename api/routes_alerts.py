@@ -102,9 +102,9 @@ def _decode(cursor: str) -> int:
 
 
 def _acknowledger(body: Acknowledge, key: CurrentKey) -> str:
-    """Who acknowledges: the body's `by` for now; once API keys have owners, the key's owner
-    (only this function changes)."""
-    return body.by
+    """Who acknowledges: the body's `by`, and for a stored key the key's id beside it, so that
+    an acknowledgement can be traced to the key that made it."""
+    return body.by if key.name == "admin" else f"{body.by} [{key.name}]"
 
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}

@@ -158,7 +158,7 @@ def _nav(rounds: list[tuple[str | None, str | None]], stream: str | None, group:
 def _refused(principal: Principal, permission: Permission) -> HTMLResponse:
     page = _page(
         "Collection list",
-        f"<h1>Collection list</h1><p>A {escape(principal.role)} key cannot "
+        f"<h1>Collection list</h1><p>This {escape(principal.role)} key cannot "
         f"{'record an emptying' if permission is Permission.WASTE_EMPTY else 'open this list'}"
         ". Ask for a crew key.</p>",
     )

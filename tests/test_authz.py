@@ -747,3 +747,32 @@ def test_openapi_names_each_operations_permission(api: TestClient) -> None:
     op = spec["paths"]["/devices"]["post"]
     assert op[OPENAPI_KEY] == "device_write"
     assert ADMIN_KEY not in json.dumps(spec)
+
+
+def test_a_route_without_a_permission_stops_the_app_from_starting() -> None:
+    from fastapi import APIRouter, Depends
+    from fastapi.routing import APIRoute
+
+    from api.authz import declare_permissions, require, route_permission
+    from api.deps import require_admin
+
+    router = APIRouter()
+
+    @router.get("/declared", dependencies=[require(Permission.READ)])
+    def declared() -> None: ...
+
+    @router.put("/admin-only", dependencies=[Depends(require_admin)])
+    def admin_only() -> None: ...
+
+    @router.get("/forgotten")
+    def forgotten() -> None: ...
+
+    perms = {r.path: route_permission(r) for r in router.routes if isinstance(r, APIRoute)}
+    assert perms == {
+        "/declared": Permission.READ,
+        "/admin-only": Permission.ADMIN,
+        "/forgotten": None,
+    }
+    with pytest.raises(RuntimeError, match="forgotten"):
+        declare_permissions(router.routes, lambda path: False)
+    declare_permissions(router.routes, lambda path: path == "/forgotten")
