@@ -3,7 +3,8 @@
 Server-rendered HTML with no script and no build step, readable on a small screen and on paper.
 A phone cannot send an `Authorization` header from a link, so the page takes the key once in a
 form and keeps it in a cookie limited to /crew (HttpOnly, SameSite=Strict: another site cannot
-make the browser post to it). The list is the API's own (`GET /waste/collection-list`); a column
+make the browser post to it). The list is the API's own (`GET /waste/collection-list`), of the
+key's tenant only, and the page answers within the same permissions (api/authz.py); a column
 marked emptied here is recorded as a crew confirmation, which the fill model takes as ground
 truth, and leaves the list at once.
 """
