@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from api import (
+    routes_admin,
     routes_alerts,
     routes_crew,
     routes_devices,
@@ -28,7 +29,8 @@ from api import (
     routes_water,
 )
 from api.auth import AuthMiddleware
-from api.deps import Busy, require_admin
+from api.authz import declare_permissions
+from api.deps import Busy, current_principal
 from api.limits import BodyLimitMiddleware
 from api.metrics import MetricsMiddleware
 from api.schemas import ErrorBody
@@ -42,9 +44,12 @@ log = logging.getLogger("territory.api")
 DESCRIPTION = """
 Telemetry of the territory's connected devices: water meters, waste columns and parking sensors.
 
-Every endpoint except `/health` (and these docs) needs `Authorization: Bearer <admin key>`;
-a request without a valid key is refused before its body is read.
-Errors are JSON objects with a `detail` field.
+Every endpoint except `/health` (and these docs) needs `Authorization: Bearer <key>`: a key
+from `territory keys create` (a role within a tenant) or the bootstrap admin key. A request
+without a valid key is refused with 401 before its body is read; a key whose role may not do
+what is asked gets 403. A tenant's key sees its tenant's devices only: another tenant's device
+answers exactly as a missing one. Each operation's `x-permission` names what it needs
+(docs/auth.md). Errors are JSON objects with a `detail` field.
 """
 
 # Served by the API itself (the fastapi-offline package ships Swagger UI and ReDoc), so the
@@ -121,13 +126,14 @@ def create_app(settings: Settings) -> FastAPI:
         public_paths=frozenset(public),
         # The crew page checks its key itself (header or its own cookie: a phone's link cannot
         # send a header), and answers a sign-in form instead of a 401.
-        public_prefixes=(DOCS_ASSETS + "/", "/crew"),
+        public_prefixes=(DOCS_ASSETS + "/", "/crew"),  # as `public_prefixes` below
     )
     app.add_middleware(MetricsMiddleware)  # outermost: refused requests are counted too
 
-    protected = [Depends(require_admin)]
+    protected = [Depends(current_principal)]
     errors: dict[int | str, dict[str, Any]] = {
-        401: {"model": ErrorBody, "description": "Missing or wrong bearer key"},
+        401: {"model": ErrorBody, "description": "Missing, wrong, revoked or expired key"},
+        403: {"model": ErrorBody, "description": "The key's role may not do this"},
         413: {
             "model": ErrorBody,
             "description": "The request body is larger than TERRITORY_API_MAX_BODY_BYTES",
@@ -144,14 +150,27 @@ def create_app(settings: Settings) -> FastAPI:
             "retry after `Retry-After` seconds",
         },
     }
-    app.include_router(routes_system.router, responses=errors)
-    app.include_router(routes_devices.router, dependencies=protected, responses=errors)
-    app.include_router(routes_rejected.router, dependencies=protected, responses=errors)
-    app.include_router(routes_parking.router, dependencies=protected, responses=errors)
-    app.include_router(routes_waste.router, dependencies=protected, responses=errors)
-    app.include_router(routes_alerts.router, dependencies=protected, responses=errors)
-    app.include_router(routes_water.router, dependencies=protected, responses=errors)
-    app.include_router(routes_crew.router)
+    public_prefixes = (DOCS_ASSETS + "/", "/crew")
+    for router, guarded in (
+        (routes_system.router, False),
+        (routes_devices.router, True),
+        (routes_rejected.router, True),
+        (routes_parking.router, True),
+        (routes_waste.router, True),
+        (routes_alerts.router, True),
+        (routes_water.router, True),
+        (routes_admin.router, True),
+        (routes_crew.router, False),  # checks its key itself (a form, a cookie)
+    ):
+        # Before inclusion: the included copies of the routes carry what is declared here.
+        declare_permissions(
+            router.routes, lambda path: path in public or path.startswith(public_prefixes)
+        )
+        app.include_router(
+            router,
+            dependencies=protected if guarded else None,
+            responses=None if router is routes_crew.router else errors,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,9 +1,10 @@
 """Who is calling: the bearer key, checked before anything of the request is read.
 
 `authenticate` is the one place a key becomes a `Principal`; the middleware (which refuses
-unauthenticated requests before their body is read) and the route dependency both use it.
-Today the only key is the admin key from the settings; keys stored per tenant, with roles,
-will be looked up here with the pool.
+unauthenticated requests before their body is read) and the route dependency both use it. A
+key is either the bootstrap admin key from the settings or a stored key (`storage.auth`),
+looked up on every request (no cache), so a revocation or an expiry takes effect at once in
+every API process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncpg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import send_json, streams_unbounded_body
+from storage import auth as keys_store
 from territory.config import Settings
 
 MISSING_CREDENTIALS = "missing credentials: send 'Authorization: Bearer <key>'"
@@ -24,10 +26,16 @@ CHALLENGE = {"WWW-Authenticate": "Bearer"}
 PRINCIPAL_KEY = "principal"  # in the request's scope["state"]
 
 
+Role = Literal["admin", "integrator", "operator", "crew", "viewer"]
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    name: str
-    role: Literal["admin"]
+    name: str  # the key's id, or "admin" for the bootstrap key
+    role: Role
+    # None: every tenant (admin). Otherwise the one tenant whose devices the key may see.
+    tenant: str | None = None
+    label: str = ""
 
 
 async def authenticate(
@@ -36,7 +44,15 @@ async def authenticate(
     """The principal holding `token`, or None when no key matches."""
     if settings.admin_key and secrets.compare_digest(token.encode(), settings.admin_key.encode()):
         return Principal(name="admin", role="admin")
-    return None
+    if pool is None or keys_store.split_key(token) is None:
+        return None
+    rec = await keys_store.verify_key(pool, token)
+    if rec is None:
+        return None
+    role: Role = rec.role  # type: ignore[assignment]  # the table's check constraint
+    return Principal(
+        name=rec.id, role=role, tenant=None if role == "admin" else rec.tenant, label=rec.label
+    )
 
 
 def bearer_token(authorization: str | None) -> str | None:

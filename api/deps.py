@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -17,9 +18,16 @@ from api.auth import (
     Principal,
     authenticate,
 )
+from api.schemas import DEVICE_ID_PATTERN
+from storage import registry
+from storage.registry import DeviceRecord
 from territory.config import Settings
 
-_bearer = HTTPBearer(auto_error=False, description="The admin key (TERRITORY_ADMIN_KEY)")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key (`territory keys create`), or the bootstrap admin key "
+    "(TERRITORY_ADMIN_KEY)",
+)
 
 
 def get_pool(request: Request) -> asyncpg.Pool:
@@ -37,7 +45,7 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def require_admin(
+async def current_principal(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -55,6 +63,55 @@ async def require_admin(
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_KEY, headers=CHALLENGE)
     return principal
+
+
+async def require_admin(
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Principal:
+    """An admin key only: `dependencies=[Depends(require_admin)]` is the same declaration as
+    `require(Permission.ADMIN)` (api/authz.py), which the other permissions use."""
+    if principal.role != "admin":
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"a {principal.role} key may not do this (it needs the 'admin' permission)",
+        )
+    return principal
+
+
+require_admin.permission = "admin"  # type: ignore[attr-defined]  # read by api.authz
+
+
+def caller_tenant(principal: Annotated[Principal, Depends(current_principal)]) -> str | None:
+    """The tenant whose devices the caller sees; None for an admin (every tenant)."""
+    return principal.tenant
+
+
+TenantDep = Annotated[str | None, Depends(caller_tenant)]
+
+
+def device_not_found(device_id: str) -> HTTPException:
+    """The one answer for a missing device and for another tenant's: nothing tells them apart."""
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id!r} not found")
+
+
+async def owned_device(
+    device_id: str,
+    pool: Annotated[asyncpg.Pool, Depends(get_pool)],
+    tenant: TenantDep,
+) -> DeviceRecord:
+    """The device `device_id` (a path parameter) if the caller's tenant holds it, else the
+    standard 404. For any route on one device: `device: OwnedDevice`."""
+    dev = (
+        await registry.get_device(pool, device_id, tenant=tenant)
+        if re.match(DEVICE_ID_PATTERN, device_id)
+        else None
+    )
+    if dev is None:
+        raise device_not_found(device_id)
+    return dev
+
+
+OwnedDevice = Annotated[DeviceRecord, Depends(owned_device)]
 
 
 class Busy(Exception):
@@ -81,4 +138,4 @@ async def heavy_slot(request: Request) -> AsyncIterator[None]:
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 HealthPoolDep = Annotated[asyncpg.Pool, Depends(get_health_pool)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-CurrentKey = Annotated[Principal, Depends(require_admin)]
+CurrentKey = Annotated[Principal, Depends(current_principal)]

@@ -79,7 +79,19 @@ def _no_nul(field: str, value: object) -> None:
             _no_nul(f"{field}.{k}", v)
 
 
-def new_device(body: DeviceCreate) -> NewDevice:
+def device_tenant(body_tenant: str | None, caller_tenant: str | None) -> str:
+    """The tenant a new device goes to. An admin (caller None) names any tenant, `default`
+    when it names none; any other caller registers into its own tenant only, and a body that
+    names another is refused rather than silently moved. Whether the tenant exists is the
+    database's to check (registration's caller maps the violation to the same field)."""
+    if caller_tenant is None:
+        return body_tenant or "default"
+    if body_tenant is not None and body_tenant != caller_tenant:
+        raise FieldError("tenant", f"this key registers devices into tenant {caller_tenant!r} only")
+    return caller_tenant
+
+
+def new_device(body: DeviceCreate, caller_tenant: str | None = None) -> NewDevice:
     """Raises FieldError on the first problem found."""
     _no_nul("label", body.label)
     _no_nul("group", body.group)
@@ -88,6 +100,7 @@ def new_device(body: DeviceCreate) -> NewDevice:
     dev_eui = normalise_dev_eui(body.dev_eui)
     wmbus_id = normalise_wmbus_id(body.wmbus_id)
     check_decoder(body.kind, body.decoder)
+    tenant = device_tenant(body.tenant, caller_tenant)
     return NewDevice(
         id=body.id,
         kind=body.kind,
@@ -99,19 +112,20 @@ def new_device(body: DeviceCreate) -> NewDevice:
         dev_eui=dev_eui,
         wmbus_id=wmbus_id,
         decoder=body.decoder,
+        tenant=tenant,
     )
 
 
 # -- bulk import -------------------------------------------------------------------------------
 
-_CORE = {"id", "kind", "label", "lat", "lon", "group", "dev_eui", "wmbus_id", "decoder"}
+_CORE = {"id", "kind", "label", "lat", "lon", "group", "dev_eui", "wmbus_id", "decoder", "tenant"}
 ATTRIBUTE_COLUMNS = sorted({f for m in ATTRIBUTE_MODELS.values() for f in m.model_fields})
 
 
 def csv_rows(text: str) -> list[dict[str, Any]]:
     """CSV with a header row → registration dicts (the shape of POST /devices bodies).
 
-    Columns: id, kind, label, lat, lon, group, dev_eui, wmbus_id, decoder, and any attribute
+    Columns: id, kind, label, lat, lon, group, dev_eui, wmbus_id, decoder, tenant, and any attribute
     (district, depth_mm, capacity_l, waste_stream, zone). Empty cells are absent values.
     """
     reader = csv.DictReader(io.StringIO(text))

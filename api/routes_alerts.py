@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from analytics.alerts import ALERT_TYPES, STATUSES
-from api.deps import CurrentKey, PoolDep
+from api.authz import Permission, require
+from api.deps import CurrentKey, PoolDep, TenantDep
 from api.schemas import DEVICE_ID_PATTERN, ErrorBody
 from storage import alerts as store
 
@@ -47,7 +48,10 @@ class AlertCounts(BaseModel):
     since: datetime | None
     total: int
     by_type: dict[str, dict[str, int]] = Field(description="{type: {status: count}}")
-    mqtt_pending: int = Field(description="State changes not yet acknowledged by the broker")
+    mqtt_pending: int | None = Field(
+        description="State changes not yet acknowledged by the broker (the platform's, across "
+        "tenants: null for a tenant's key)"
+    )
 
 
 class Acknowledge(BaseModel):
@@ -98,9 +102,9 @@ def _decode(cursor: str) -> int:
 
 
 def _acknowledger(body: Acknowledge, key: CurrentKey) -> str:
-    """Who acknowledges: the body's `by` for now; once API keys have owners, the key's owner
-    (only this function changes)."""
-    return body.by
+    """Who acknowledges: the body's `by`, and for a stored key the key's id beside it, so that
+    an acknowledgement can be traced to the key that made it."""
+    return body.by if key.name == "admin" else f"{body.by} [{key.name}]"
 
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
@@ -113,9 +117,11 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
     responses=NOT_FOUND,
     description="`status=active` lists open and acknowledged alerts. `group` is the device's "
     "group (water district, collection round, parking zone); `since` bounds `opened_at`.",
+    dependencies=[require(Permission.READ)],
 )
 async def list_alerts(
     pool: PoolDep,
+    tenant: TenantDep,
     status_: Annotated[AlertStatus | None, Query(alias="status")] = None,
     type_: Annotated[str | None, Query(alias="type", examples=["offline"])] = None,
     device_id: Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)] = None,
@@ -136,9 +142,9 @@ async def list_alerts(
             ],
         )
     before = _decode(cursor) if cursor else None
-    if device_id is not None and not await store.device_exists(pool, device_id):
+    if device_id is not None and not await store.device_exists(pool, device_id, tenant):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id!r} not found")
-    if group is not None and not await store.group_exists(pool, group):
+    if group is not None and not await store.group_exists(pool, group, tenant):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device in group {group!r}")
     rows = await store.list_alerts(
         pool,
@@ -149,6 +155,7 @@ async def list_alerts(
         since=since,
         before_id=before,
         limit=limit + 1,
+        tenant=tenant,
     )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -157,11 +164,16 @@ async def list_alerts(
     )
 
 
-@router.get("/counts", response_model=AlertCounts, summary="Alerts by type and status")
+@router.get(
+    "/counts",
+    response_model=AlertCounts,
+    summary="Alerts by type and status",
+    dependencies=[require(Permission.READ)],
+)
 async def count_alerts(
-    pool: PoolDep, since: Annotated[AwareDatetime | None, Query()] = None
+    pool: PoolDep, tenant: TenantDep, since: Annotated[AwareDatetime | None, Query()] = None
 ) -> AlertCounts:
-    counts = await store.count_alerts(pool, since=since)
+    counts = await store.count_alerts(pool, since=since, tenant=tenant)
     for by_status in counts.values():
         for s in STATUSES:
             by_status.setdefault(s, 0)
@@ -169,7 +181,7 @@ async def count_alerts(
         since=since,
         total=sum(sum(v.values()) for v in counts.values()),
         by_type=counts,
-        mqtt_pending=await store.mqtt_pending_count(pool),
+        mqtt_pending=await store.mqtt_pending_count(pool) if tenant is None else None,
     )
 
 
@@ -178,7 +190,9 @@ async def count_alerts(
     response_model=DeliveryPage,
     summary="Grouped webhook notifications and their delivery, newest first",
     description="`pending` ones are being retried (see `attempts`, `last_error`, "
-    "`next_attempt_at`); `failed` ones used up their attempts.",
+    "`next_attempt_at`); `failed` ones used up their attempts. Webhooks are the platform's, "
+    "across tenants: admin only.",
+    dependencies=[require(Permission.ADMIN)],
 )
 async def list_deliveries(
     pool: PoolDep,
@@ -216,6 +230,7 @@ async def list_deliveries(
     status_code=status.HTTP_202_ACCEPTED,
     summary="Send a failed notification again",
     responses={404: {"model": ErrorBody}},
+    dependencies=[require(Permission.ADMIN)],
 )
 async def retry_delivery(pool: PoolDep, delivery_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
     if not await store.retry_notification(pool, delivery_id):
@@ -225,9 +240,17 @@ async def retry_delivery(pool: PoolDep, delivery_id: Annotated[int, Path(ge=1)])
     return {"id": delivery_id, "status": "pending"}
 
 
-@router.get("/{alert_id}", response_model=AlertOut, responses=NOT_FOUND, summary="One alert")
-async def get_alert(pool: PoolDep, alert_id: Annotated[int, Path(ge=1)]) -> AlertOut:
-    a = await store.get_alert(pool, alert_id)
+@router.get(
+    "/{alert_id}",
+    response_model=AlertOut,
+    responses=NOT_FOUND,
+    summary="One alert",
+    dependencies=[require(Permission.READ)],
+)
+async def get_alert(
+    pool: PoolDep, tenant: TenantDep, alert_id: Annotated[int, Path(ge=1)]
+) -> AlertOut:
+    a = await store.get_alert(pool, alert_id, tenant)
     if a is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"alert {alert_id} not found")
     return _out(a)
@@ -240,12 +263,16 @@ async def get_alert(pool: PoolDep, alert_id: Annotated[int, Path(ge=1)]) -> Aler
     description="An open alert becomes acknowledged (who and when are kept); it still clears "
     "by itself when its condition ends. Acknowledging an acknowledged alert changes nothing.",
     responses={**NOT_FOUND, 409: {"model": ErrorBody, "description": "Already cleared"}},
+    dependencies=[require(Permission.ALERT_ACK)],
 )
 async def acknowledge(
-    pool: PoolDep, alert_id: Annotated[int, Path(ge=1)], by: Annotated[str, Depends(_acknowledger)]
+    pool: PoolDep,
+    tenant: TenantDep,
+    alert_id: Annotated[int, Path(ge=1)],
+    by: Annotated[str, Depends(_acknowledger)],
 ) -> AlertOut:
     async with pool.acquire() as conn:
-        outcome, alert = await store.acknowledge(conn, alert_id, by)
+        outcome, alert = await store.acknowledge(conn, alert_id, by, tenant)
     if alert is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"alert {alert_id} not found")
     if outcome == "cleared":

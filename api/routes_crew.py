@@ -3,7 +3,8 @@
 Server-rendered HTML with no script and no build step, readable on a small screen and on paper.
 A phone cannot send an `Authorization` header from a link, so the page takes the key once in a
 form and keeps it in a cookie limited to /crew (HttpOnly, SameSite=Strict: another site cannot
-make the browser post to it). The list is the API's own (`GET /waste/collection-list`); a column
+make the browser post to it). The list is the API's own (`GET /waste/collection-list`), of the
+key's tenant only, and the page answers within the same permissions (api/authz.py); a column
 marked emptied here is recorded as a crew confirmation, which the fill model takes as ground
 truth, and leaves the list at once.
 """
@@ -19,6 +20,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.auth import Principal, authenticate, bearer_token
+from api.authz import OPENAPI_KEY, Permission, allowed
 from api.deps import PoolDep, SettingsDep
 from api.routes_waste import CollectionList, ListItem, collection_list
 from storage import waste as wq
@@ -154,7 +156,25 @@ def _nav(rounds: list[tuple[str | None, str | None]], stream: str | None, group:
     return "<nav>" + "".join(out) + "</nav>"
 
 
-@router.get("", response_class=HTMLResponse, summary="The crew's collection list (HTML)")
+def _refused(principal: Principal, permission: Permission) -> HTMLResponse:
+    page = _page(
+        "Collection list",
+        f"<h1>Collection list</h1><p>This {escape(principal.role)} key cannot "
+        f"{'record an emptying' if permission is Permission.WASTE_EMPTY else 'open this list'}"
+        ". Ask for a crew key.</p>",
+    )
+    page.status_code = status.HTTP_403_FORBIDDEN
+    return page
+
+
+@router.get(
+    "",
+    response_class=HTMLResponse,
+    summary="The crew's collection list (HTML)",
+    description="The key's tenant's columns only. Signs in with a key (form, then a cookie) "
+    "or `Authorization: Bearer`.",
+    openapi_extra={OPENAPI_KEY: Permission.WASTE_READ.value},
+)
 async def crew_page(
     request: Request,
     settings: SettingsDep,
@@ -164,11 +184,19 @@ async def crew_page(
     day: Annotated[date | None, Query(alias="date")] = None,
     done: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    if await _principal(request, settings, pool) is None:
+    principal = await _principal(request, settings, pool)
+    if principal is None:
         return _login()
+    if not allowed(principal, Permission.WASTE_READ):
+        return _refused(principal, Permission.WASTE_READ)
     try:
         listing: CollectionList = await collection_list(
-            pool=pool, settings=settings, day=day, stream=stream, group=group
+            pool=pool,
+            settings=settings,
+            tenant=principal.tenant,
+            day=day,
+            stream=stream,
+            group=group,
         )
     except HTTPException as exc:
         return _page("Collection list", f"<h1>Collection list</h1><p>{escape(str(exc.detail))}</p>")
@@ -181,7 +209,7 @@ async def crew_page(
         f"<h1>To empty on {listing.date.strftime('%A %d %B %Y')}</h1>"
         f"<p class='sub'>{escape(title)} — {len(listing.items)} column"
         f"{'s' if len(listing.items) != 1 else ''}, most urgent first</p>"
-        f"{_nav(await wq.rounds(pool), stream, group)}{note}"
+        f"{_nav(await wq.rounds(pool, principal.tenant), stream, group)}{note}"
         + (f"<ol>{items}</ol>" if items else "<p class='empty'>Nothing to empty.</p>"),
     )
 
@@ -200,15 +228,22 @@ async def crew_login(request: Request, settings: SettingsDep, pool: PoolDep) -> 
     return response
 
 
-@router.post("/emptied", summary="Record a column emptied by the crew (form)")
+@router.post(
+    "/emptied",
+    summary="Record a column emptied by the crew (form)",
+    openapi_extra={OPENAPI_KEY: Permission.WASTE_EMPTY.value},
+)
 async def crew_emptied(request: Request, settings: SettingsDep, pool: PoolDep) -> Response:
-    if await _principal(request, settings, pool) is None:
+    principal = await _principal(request, settings, pool)
+    if principal is None:
         return _login("Sign in again to record an emptying.")
+    if not allowed(principal, Permission.WASTE_EMPTY):
+        return _refused(principal, Permission.WASTE_EMPTY)
     form = await _form(request)
     device_id = form.get("device_id", "")
     if not device_id or len(device_id) > 64:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "which column was emptied?")
-    if not await wq.record_emptied(pool, device_id, datetime.now(UTC)):
+    if not await wq.record_emptied(pool, device_id, datetime.now(UTC), principal.tenant):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no waste column {device_id!r}")
     back = parse_qs(form.get("back", ""), max_num_fields=4)
     query = {k: v[0] for k, v in back.items() if k in ("stream", "group") and v}

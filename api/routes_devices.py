@@ -12,7 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import ValidationError
 
-from api.deps import PoolDep, heavy_slot
+from api.authz import Permission, require
+from api.deps import OwnedDevice, PoolDep, TenantDep, device_not_found, heavy_slot
 from api.limits import JSONLimitError, LimitedJSONRoute, parse_json
 from api.registration import (
     FieldError,
@@ -46,6 +47,7 @@ from api.schemas import (
     WaterMeterValues,
 )
 from devices.kinds import DeviceKind
+from storage import auth as tenants_store
 from storage import readings as rq
 from storage import registry
 from storage.errors import DuplicateDevice
@@ -87,7 +89,22 @@ def _device_out(d: registry.DeviceRecord) -> Device:
         dev_eui=d.dev_eui,
         wmbus_id=d.wmbus_id,
         decoder=d.decoder,
+        tenant=d.tenant,
     )
+
+
+READ = [require(Permission.READ)]
+WRITE = [require(Permission.DEVICE_WRITE)]
+
+
+def _unknown_tenant(tenant: str) -> FieldError:
+    return FieldError("tenant", f"unknown tenant {tenant!r}; see GET /tenants")
+
+
+async def _check_tenant(pool: PoolDep, new: NewDevice, caller: str | None) -> None:
+    # A tenant's own key always names an existing tenant; only an admin can name a wrong one.
+    if caller is None and await tenants_store.get_tenant(pool, new.tenant) is None:
+        raise _unknown_tenant(new.tenant)
 
 
 def _field_error(exc: FieldError) -> HTTPException:
@@ -98,17 +115,6 @@ def _field_error(exc: FieldError) -> HTTPException:
     )
 
 
-async def _get_or_404(pool: PoolDep, device_id: str) -> registry.DeviceRecord:
-    dev = (
-        await registry.get_device(pool, device_id)
-        if re.match(DEVICE_ID_PATTERN, device_id)
-        else None
-    )
-    if dev is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id!r} not found")
-    return dev
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -117,14 +123,16 @@ async def _get_or_404(pool: PoolDep, device_id: str) -> registry.DeviceRecord:
     responses={
         409: {"model": ErrorBody, "description": "The id, DevEUI or meter id is already taken"}
     },
+    dependencies=WRITE,
 )
-async def create_device(body: DeviceCreate, pool: PoolDep) -> Device:
+async def create_device(body: DeviceCreate, pool: PoolDep, tenant: TenantDep) -> Device:
     try:
-        new = new_device(body)
+        new = new_device(body, tenant)
+        await _check_tenant(pool, new, tenant)
     except FieldError as exc:
         raise _field_error(exc) from exc
     try:
-        rec = await registry.create_device(pool, new)
+        rec = await registry.create_device(pool, new, discreet=tenant is not None)
     except DuplicateDevice as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return _device_out(rec)
@@ -142,8 +150,10 @@ async def create_device(body: DeviceCreate, pool: PoolDep) -> Device:
     "(header row: id, kind, label, lat, lon, group, dev_eui, wmbus_id, decoder and attribute "
     "columns). Valid rows are created in one transaction; every refused row is reported with "
     "its row number, field and reason. Rows whose id, DevEUI or wM-Bus id is already "
-    "registered (or repeated in the file) are refused, so a re-run creates nothing twice. "
+    "registered (or repeated in the file) are refused, so a re-run creates nothing twice; "
+    "to a tenant's key such a row reads `... is not available` whichever tenant holds it. "
     "`dry_run=true` validates without creating.",
+    dependencies=WRITE,
     openapi_extra={
         "requestBody": {
             "content": {
@@ -158,7 +168,9 @@ async def create_device(body: DeviceCreate, pool: PoolDep) -> Device:
         }
     },
 )
-async def bulk_register(request: Request, pool: PoolDep, dry_run: bool = False) -> BulkReport:
+async def bulk_register(
+    request: Request, pool: PoolDep, tenant: TenantDep, dry_run: bool = False
+) -> BulkReport:
     raw = await request.body()
     if len(raw) > MAX_BULK_BYTES:
         raise HTTPException(
@@ -203,12 +215,20 @@ async def bulk_register(request: Request, pool: PoolDep, dry_run: bool = False) 
     errors: list[BulkRowError] = []
     valid: list[tuple[int, NewDevice]] = []
     seen: dict[tuple[str, str], int] = {}
+    known_tenants: dict[str, bool] = {}
     for n, item in enumerate(items, start=1):
         dev_id = item.get("id") if isinstance(item, dict) else None
         dev_id = dev_id if isinstance(dev_id, str) else None
         try:
             body = DeviceCreate.model_validate(item)
-            new = new_device(body)
+            new = new_device(body, tenant)
+            if tenant is None:
+                if new.tenant not in known_tenants:
+                    known_tenants[new.tenant] = (
+                        await tenants_store.get_tenant(pool, new.tenant) is not None
+                    )
+                if not known_tenants[new.tenant]:
+                    raise _unknown_tenant(new.tenant)
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             field = ".".join(str(p) for p in err["loc"]) or None
@@ -238,7 +258,9 @@ async def bulk_register(request: Request, pool: PoolDep, dry_run: bool = False) 
     async with pool.acquire() as conn:
         try:
             async with conn.transaction():
-                results = await registry.create_devices(conn, [d for _, d in valid])
+                results = await registry.create_devices(
+                    conn, [d for _, d in valid], discreet=tenant is not None
+                )
                 if dry_run:
                     raise _RollBack
         except _RollBack:
@@ -256,9 +278,10 @@ async def bulk_register(request: Request, pool: PoolDep, dry_run: bool = False) 
     )
 
 
-@router.get("", response_model=DevicePage, summary="List devices")
+@router.get("", response_model=DevicePage, summary="List devices", dependencies=READ)
 async def list_devices(
     pool: PoolDep,
+    tenant: TenantDep,
     kind: DeviceKind | None = None,
     group: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     status_: Annotated[
@@ -271,7 +294,13 @@ async def list_devices(
     if after is not None and not re.match(DEVICE_ID_PATTERN, after):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
     recs = await registry.list_devices(
-        pool, kind=kind, group=group, status=status_, after_id=after, limit=limit + 1
+        pool,
+        kind=kind,
+        group=group,
+        status=status_,
+        after_id=after,
+        limit=limit + 1,
+        tenant=tenant,
     )
     more = len(recs) > limit
     recs = recs[:limit]
@@ -281,14 +310,27 @@ async def list_devices(
     )
 
 
-@router.get("/{device_id}", response_model=Device, responses=NOT_FOUND, summary="Get a device")
-async def get_device(device_id: DevicePath, pool: PoolDep) -> Device:
-    return _device_out(await _get_or_404(pool, device_id))
+@router.get(
+    "/{device_id}",
+    response_model=Device,
+    responses=NOT_FOUND,
+    summary="Get a device",
+    dependencies=READ,
+)
+async def get_device(device_id: DevicePath, dev: OwnedDevice) -> Device:
+    return _device_out(dev)
 
 
-@router.patch("/{device_id}", response_model=Device, responses=NOT_FOUND, summary="Update a device")
-async def update_device(device_id: DevicePath, body: DeviceUpdate, pool: PoolDep) -> Device:
-    dev = await _get_or_404(pool, device_id)
+@router.patch(
+    "/{device_id}",
+    response_model=Device,
+    responses=NOT_FOUND,
+    summary="Update a device",
+    dependencies=WRITE,
+)
+async def update_device(
+    device_id: DevicePath, body: DeviceUpdate, pool: PoolDep, dev: OwnedDevice, tenant: TenantDep
+) -> Device:
     fields = body.model_fields_set
     attributes = dict(dev.attributes)
     if body.attributes is not None:
@@ -321,11 +363,12 @@ async def update_device(device_id: DevicePath, body: DeviceUpdate, pool: PoolDep
             dev_eui=dev_eui,
             wmbus_id=wmbus_id,
             decoder=decoder,
+            tenant=tenant,
         )
     except DuplicateDevice as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     if rec is None:  # removed concurrently; devices are never deleted, so unlikely
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id!r} not found")
+        raise device_not_found(device_id)
     return _device_out(rec)
 
 
@@ -336,11 +379,14 @@ async def update_device(device_id: DevicePath, body: DeviceUpdate, pool: PoolDep
     summary="Decommission a device",
     description="The device and its readings are kept; new messages from it are rejected "
     "with reason `inactive_device`. PATCH `status: active` brings it back.",
+    dependencies=WRITE,
 )
-async def decommission_device(device_id: DevicePath, pool: PoolDep) -> Device:
-    await _get_or_404(pool, device_id)
-    rec = await registry.decommission_device(pool, device_id)
-    assert rec is not None
+async def decommission_device(
+    device_id: DevicePath, pool: PoolDep, dev: OwnedDevice, tenant: TenantDep
+) -> Device:
+    rec = await registry.decommission_device(pool, device_id, tenant=tenant)
+    if rec is None:
+        raise device_not_found(device_id)
     return _device_out(rec)
 
 
@@ -367,9 +413,9 @@ def _reading_out(kind: DeviceKind, r: rq.StoredReading) -> ReadingOut:
     response_model=Latest,
     responses=NOT_FOUND,
     summary="The device's most recent reading (by device time)",
+    dependencies=READ,
 )
-async def latest(device_id: DevicePath, pool: PoolDep) -> Latest:
-    dev = await _get_or_404(pool, device_id)
+async def latest(device_id: DevicePath, pool: PoolDep, dev: OwnedDevice) -> Latest:
     r = await rq.latest_reading(pool, dev.kind, device_id)
     return Latest(
         device_id=device_id, kind=dev.kind, reading=_reading_out(dev.kind, r) if r else None
@@ -387,11 +433,13 @@ MAX_READINGS_PAGE = 5000
     responses=NOT_FOUND,
     summary="Readings in a time range, paginated",
     description=f"At most {MAX_READINGS_PAGE} readings per page; follow `next_cursor` for more.",
+    dependencies=READ,
 )
 async def readings(
     request: Request,
     device_id: DevicePath,
     pool: PoolDep,
+    dev: OwnedDevice,
     start: Start = None,
     end: End = None,
     limit: Annotated[int, Query(ge=1, le=MAX_READINGS_PAGE)] = 1000,
@@ -401,10 +449,7 @@ async def readings(
     if start and end and end <= start:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end must be after start")
     after = _decode_ts_cursor(cursor) if cursor else None
-    # The device lookup waits for the slot too: a burst of calls then reaches the database
-    # and the event loop a few at a time.
     async with heavy_slot(request):
-        dev = await _get_or_404(pool, device_id)
         rows = await rq.readings_page_json(
             pool,
             dev.kind,
@@ -447,11 +492,13 @@ MAX_BUCKETS = 5000
     summary="Min, max, average and last of each numeric field per time bucket",
     description="Buckets are aligned on UTC midnight. `start` defaults to `end` minus one day; "
     "`end` to now.",
+    dependencies=READ,
 )
 async def aggregate(
     request: Request,
     device_id: DevicePath,
     pool: PoolDep,
+    dev: OwnedDevice,
     bucket: Annotated[
         str, Query(description="One of " + ", ".join(BUCKETS), examples=["1h"])
     ] = "1h",
@@ -474,7 +521,6 @@ async def aggregate(
             f"range holds more than {MAX_BUCKETS} buckets of {bucket}; use a wider bucket",
         )
     async with heavy_slot(request):
-        dev = await _get_or_404(pool, device_id)
         rows = await rq.aggregate(pool, dev.kind, device_id, bucket=width, start=start, end=end)
     return Aggregate(
         device_id=device_id,

@@ -10,10 +10,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
 from analytics import parking as pk
-from api.deps import PoolDep, SettingsDep
+from api.authz import Permission, require
+from api.deps import PoolDep, SettingsDep, TenantDep
 from storage import parking as pq
 
-router = APIRouter(prefix="/parking", tags=["parking"])
+router = APIRouter(prefix="/parking", tags=["parking"], dependencies=[require(Permission.READ)])
 
 BUCKETS: dict[str, timedelta] = {
     "5m": timedelta(minutes=5),
@@ -92,9 +93,70 @@ def _unprocessable(param: str, msg: str) -> HTTPException:
     )
 
 
-async def _zone_or_404(pool: PoolDep, zone: str) -> None:
-    if not await pq.zone_exists(pool, zone):
+async def _zone_or_404(pool: PoolDep, zone: str, tenant: str | None) -> None:
+    if not await pq.zone_exists(pool, zone, tenant):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"zone {zone!r} not found")
+
+
+async def _own_slots(
+    pool: PoolDep, zone: str, tenant: str | None, lo: datetime, hi: datetime, fresh_s: float
+) -> list[pk.SlotTotals] | None:
+    """The zone's 5-minute slots over [lo, hi) counting the caller's spaces only, or None when
+    the derived slots already are exactly that (an admin, or a zone no other tenant uses)."""
+    if tenant is None or await pq.zone_tenants(pool, zone) <= {tenant}:
+        return None
+    a = float(math.floor(lo.timestamp() / pk.SLOT_S) * pk.SLOT_S)
+    b = float(math.ceil(hi.timestamp() / pk.SLOT_S) * pk.SLOT_S)
+    rng = pq.ZoneRange(zone, datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
+    (spaces,) = await pq.zone_readings(pool, [rng], fresh_s, tenant)
+    return pk.slot_seconds(spaces, a, b, pk.SLOT_S)
+
+
+async def _zone_buckets(
+    pool: PoolDep,
+    zone: str,
+    tenant: str | None,
+    lo: datetime,
+    hi: datetime,
+    step: timedelta,
+    fresh_s: float,
+) -> list[pq.BucketTotals]:
+    own = await _own_slots(pool, zone, tenant, lo, hi, fresh_s)
+    if own is None:
+        return await pq.zone_buckets(pool, zone, lo, hi, step)
+    # Bucket widths divide a day, so UTC-epoch alignment is the table's 2000-01-01 alignment.
+    width = step.total_seconds()
+    sums: dict[float, list[float]] = {}
+    for sl in own:
+        acc = sums.setdefault(math.floor(sl.start / width) * width, [0.0, 0.0])
+        acc[0] += sl.known_s
+        acc[1] += sl.occupied_s
+    return [
+        pq.BucketTotals(datetime.fromtimestamp(k, UTC), v[0], v[1]) for k, v in sorted(sums.items())
+    ]
+
+
+async def _free_by_local_slot(
+    pool: PoolDep,
+    zone: str,
+    tenant: str | None,
+    days: list[tuple[datetime, datetime]],
+    fresh_s: float,
+) -> list[tuple[date, str, float]]:
+    if tenant is None or await pq.zone_tenants(pool, zone) <= {tenant}:
+        return await pq.zone_free_by_local_slot(pool, zone, days, pk.PARIS.key)
+    out: list[tuple[date, str, float]] = []
+    for lo, hi in days:
+        own = await _own_slots(pool, zone, tenant, lo, hi, fresh_s) or []
+        free: dict[float, float] = {}
+        for sl in own:
+            if lo.timestamp() <= sl.start < hi.timestamp():
+                k = math.floor(sl.start / 900) * 900.0
+                free[k] = free.get(k, 0.0) + sl.known_s - sl.occupied_s
+        for k, f in sorted(free.items()):
+            local = datetime.fromtimestamp(k, UTC).astimezone(pk.PARIS)
+            out.append((local.date(), local.strftime("%H:%M"), f / 900.0))
+    return out
 
 
 @router.get(
@@ -110,9 +172,10 @@ async def _zone_or_404(pool: PoolDep, zone: str) -> None:
 async def list_zones(
     pool: PoolDep,
     settings: SettingsDep,
+    tenant: TenantDep,
     at: Annotated[AwareDatetime | None, Query(description="Default: now")] = None,
 ) -> ZoneList:
-    rows = await pq.zones_now(pool, settings.parking_freshness_s, at)
+    rows = await pq.zones_now(pool, settings.parking_freshness_s, at, tenant=tenant)
     return ZoneList(
         at=at or datetime.now(UTC),
         items=[
@@ -145,6 +208,8 @@ async def list_zones(
 async def zone_occupancy(
     zone: ZonePath,
     pool: PoolDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
     start: Annotated[AwareDatetime | None, Query(description="Default: end - 24 h")] = None,
     end: Annotated[AwareDatetime | None, Query(description="Default: now")] = None,
     bucket: Annotated[Literal["5m", "15m", "1h"], Query()] = "15m",
@@ -171,8 +236,13 @@ async def zone_occupancy(
         hi_dt = datetime.fromtimestamp(hi, UTC)
     except (OverflowError, ValueError, OSError) as exc:
         raise _unprocessable("end", "the range reaches beyond the representable dates") from exc
-    await _zone_or_404(pool, zone)
-    rows = {b.start: b for b in await pq.zone_buckets(pool, zone, lo_dt, hi_dt, step)}
+    await _zone_or_404(pool, zone, tenant)
+    rows = {
+        b.start: b
+        for b in await _zone_buckets(
+            pool, zone, tenant, lo_dt, hi_dt, step, settings.parking_freshness_s
+        )
+    }
     items = []
     for i in range(n):
         b_start = lo_dt + i * step
@@ -207,15 +277,18 @@ async def zone_forecast(
     zone: ZonePath,
     pool: PoolDep,
     settings: SettingsDep,
+    tenant: TenantDep,
     horizon_min: Annotated[int, Query(ge=15, le=1440, description="Minutes ahead")] = 120,
 ) -> Forecast:
-    await _zone_or_404(pool, zone)
+    await _zone_or_404(pool, zone, tenant)
     now = datetime.now(UTC)
-    counts = await pq.zones_now(pool, settings.parking_freshness_s, None, zone)
+    counts = await pq.zones_now(pool, settings.parking_freshness_s, None, zone, tenant)
     observed = counts[0].free if counts else 0
     total = counts[0].total if counts else 0
     today = pk.local_slot(now)[0]
-    history = await _free_history(pool, zone, now, horizon_min)
+    history = await _free_history(
+        pool, zone, now, horizon_min, tenant, settings.parking_freshness_s
+    )
     profile = pk.build_profile(history, today)
     points = pk.forecast(profile, observed, now, horizon_min, capacity=total)
     return Forecast(
@@ -237,11 +310,9 @@ async def zone_forecast(
 
 
 async def _free_history(
-    pool: PoolDep, zone: str, now: datetime, horizon_min: int
+    pool: PoolDep, zone: str, now: datetime, horizon_min: int, tenant: str | None, fresh_s: float
 ) -> dict[date, dict[str, float]]:
     today = pk.local_slot(now)[0]
     last = pk.local_slot(now + timedelta(minutes=horizon_min))[0]
     days = [pk.local_day_bounds(d) for d in pk.profile_candidate_days(today, last)]
-    return pk.history_by_local_slot(
-        await pq.zone_free_by_local_slot(pool, zone, days, pk.PARIS.key)
-    )
+    return pk.history_by_local_slot(await _free_by_local_slot(pool, zone, tenant, days, fresh_s))

@@ -6,7 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
 
-from api.deps import PoolDep, heavy_slot
+from api.authz import Permission, require
+from api.deps import PoolDep, TenantDep, heavy_slot
 from api.limits import LimitedJSONRoute
 from api.schemas import (
     DEVICE_ID_PATTERN,
@@ -19,7 +20,12 @@ from api.schemas import (
 )
 from storage import readings as rq
 
-router = APIRouter(prefix="/rejected", tags=["rejected messages"], route_class=LimitedJSONRoute)
+router = APIRouter(
+    prefix="/rejected",
+    tags=["rejected messages"],
+    route_class=LimitedJSONRoute,
+    dependencies=[require(Permission.READ)],
+)
 
 REASON_PATTERN = r"^[a-z_]{1,64}$"
 MAX_ID = 2**63 - 1  # bigint
@@ -48,11 +54,13 @@ def _out(r: rq.RejectedMessage) -> RejectedOut:
     summary="Messages that did not become readings, newest first",
     description=f"Each item carries the first {PREVIEW_BYTES} bytes of its payload (as text and "
     "as base64), the payload's size and SHA-256; `GET /rejected/{id}/payload` returns the "
-    "stored bytes.",
+    "stored bytes. A tenant's key sees the rejections of its tenant's devices only; those "
+    "naming no registered device are for an admin.",
 )
 async def list_rejected(
     request: Request,
     pool: PoolDep,
+    tenant: TenantDep,
     reason: Annotated[
         str | None, Query(pattern=REASON_PATTERN, examples=["unknown_device"])
     ] = None,
@@ -72,6 +80,7 @@ async def list_rejected(
             before_id=cursor,
             limit=limit + 1,
             preview_bytes=PREVIEW_BYTES,
+            tenant=tenant,
         )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -84,10 +93,11 @@ async def list_rejected(
 @router.get("/counts", response_model=RejectedCounts, summary="Rejected messages by reason")
 async def count_rejected(
     pool: PoolDep,
+    tenant: TenantDep,
     since: Annotated[QueryTime | None, Query()] = None,
     device_id: Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)] = None,
 ) -> RejectedCounts:
-    counts = await rq.count_rejected(pool, since=since, device_id=device_id)
+    counts = await rq.count_rejected(pool, since=since, device_id=device_id, tenant=tenant)
     return RejectedCounts(since=since, total=sum(counts.values()), by_reason=counts)
 
 
@@ -108,9 +118,10 @@ async def count_rejected(
 )
 async def rejected_payload(
     pool: PoolDep,
+    tenant: TenantDep,
     rejected_id: Annotated[int, Path(ge=1, le=MAX_ID, description="`id` of the message")],
 ) -> Response:
-    found = await rq.rejected_payload(pool, rejected_id)
+    found = await rq.rejected_payload(pool, rejected_id, tenant=tenant)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no rejected message with id {rejected_id}")
     return Response(

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.deps import HealthPoolDep, require_admin
+from api.authz import Permission, require
+from api.deps import HealthPoolDep
 from api.metrics import exposition
 from api.schemas import DecoderOut, Health
 from devices.decoders import DECODERS
@@ -62,7 +63,7 @@ async def prometheus_metrics() -> Response:
     response_model=list[DecoderOut],
     tags=["devices"],
     summary="Payload decoders a device can be bound to",
-    dependencies=[Depends(require_admin)],
+    dependencies=[require(Permission.READ)],
 )
 async def list_decoders() -> list[DecoderOut]:
     return [

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from analytics.waste import (
     LIST_ALARMS,
@@ -22,7 +22,8 @@ from analytics.waste import (
     parse_days,
     urgency_key,
 )
-from api.deps import PoolDep, get_settings
+from api.authz import Permission, require
+from api.deps import PoolDep, TenantDep, get_settings
 from api.schemas import DEVICE_ID_PATTERN
 from devices.attributes import WasteStream
 from storage import waste as wq
@@ -54,6 +55,7 @@ class Forecast(BaseModel):
 
 
 class EmptiedIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     at: AwareDatetime | None = Field(
         default=None, description="When the column was emptied (default: now)"
     )
@@ -92,9 +94,11 @@ def _round(x: float | None, digits: int) -> float | None:
     return round(x, digits) if x is not None else None
 
 
-async def _column_or_404(pool: PoolDep, device_id: str) -> tuple[wq.ColumnDevice, Any]:
+async def _column_or_404(
+    pool: PoolDep, device_id: str, tenant: str | None
+) -> tuple[wq.ColumnDevice, Any]:
     col, state = (
-        await wq.column_forecast(pool, device_id)
+        await wq.column_forecast(pool, device_id, tenant)
         if re.match(DEVICE_ID_PATTERN, device_id)
         else (None, None)
     )
@@ -108,9 +112,10 @@ async def _column_or_404(pool: PoolDep, device_id: str) -> tuple[wq.ColumnDevice
     response_model=Forecast,
     responses=NOT_FOUND,
     summary="A column's fill level, fill rate and when it reaches its threshold",
+    dependencies=[require(Permission.WASTE_READ)],
 )
-async def forecast(device_id: ColumnPath, pool: PoolDep) -> Forecast:
-    col, st = await _column_or_404(pool, device_id)
+async def forecast(device_id: ColumnPath, pool: PoolDep, tenant: TenantDep) -> Forecast:
+    col, st = await _column_or_404(pool, device_id, tenant)
     if st is None:
         threshold = col.attributes.get("threshold_pct", 80.0)
         return Forecast(
@@ -141,9 +146,14 @@ async def forecast(device_id: ColumnPath, pool: PoolDep) -> Forecast:
     status_code=status.HTTP_201_CREATED,
     responses=NOT_FOUND,
     summary="Record that a crew emptied the column",
+    dependencies=[require(Permission.WASTE_EMPTY)],
 )
 async def emptied(
-    device_id: ColumnPath, pool: PoolDep, settings: SettingsDep, body: EmptiedIn | None = None
+    device_id: ColumnPath,
+    pool: PoolDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    body: EmptiedIn | None = None,
 ) -> EmptiedOut:
     now = datetime.now(UTC)
     at = body.at if body is not None and body.at is not None else now
@@ -152,7 +162,7 @@ async def emptied(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "at: the emptying cannot be in the future"
         )
     if not re.match(DEVICE_ID_PATTERN, device_id) or not await wq.record_emptied(
-        pool, device_id, at
+        pool, device_id, at, tenant
     ):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no waste column {device_id!r}")
     return EmptiedOut(device_id=device_id, at=at.astimezone(TZ))
@@ -163,10 +173,12 @@ async def emptied(
     response_model=CollectionList,
     responses={404: {"description": "Unknown stream or round"}},
     summary="The columns to empty on a day, most urgent first",
+    dependencies=[require(Permission.WASTE_READ)],
 )
 async def collection_list(
     pool: PoolDep,
     settings: SettingsDep,
+    tenant: TenantDep,
     day: Annotated[
         date | None,
         Query(alias="date", description="YYYY-MM-DD (default: today in Europe/Paris)"),
@@ -182,12 +194,14 @@ async def collection_list(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"date: {day.isoformat()} is out of range"
         )
-    if stream is not None and (stream not in STREAMS or not await wq.stream_known(pool, stream)):
+    if stream is not None and (
+        stream not in STREAMS or not await wq.stream_known(pool, stream, tenant)
+    ):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             f"no waste column collects stream {stream!r} (streams: {', '.join(STREAMS)})",
         )
-    if group is not None and not await wq.group_known(pool, group):
+    if group is not None and not await wq.group_known(pool, group, tenant):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no waste column in round {group!r}")
     default_horizon = due_horizon(day, parse_days(settings.waste_collection_days.split(",")))
     rows = await wq.list_candidates(
@@ -199,6 +213,7 @@ async def collection_list(
         due_before=default_horizon,
         # no round's next collection day is more than a week after `day`
         custom_due_before=local_midnight(day + timedelta(days=8)),
+        tenant=tenant,
     )
     horizons: dict[tuple[str, ...], datetime] = {}
     picked = []

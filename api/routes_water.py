@@ -12,12 +12,14 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from analytics import water as wa
-from api.deps import PoolDep, get_settings
+from api.authz import Permission, require
+from api.deps import PoolDep, TenantDep, get_settings
 from api.schemas import DEVICE_ID_PATTERN
 from storage import water as ws
 from territory.config import Settings
 
 router = APIRouter(prefix="/water", tags=["water"])
+READ = [require(Permission.READ)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 # Default span when start is not given: the last day of hours, month of days, year of months.
@@ -72,10 +74,12 @@ class ConsumptionOut(BaseModel):
     "Defaults: `end` is the end of the current bucket, `start` 24 hours, 31 days or 12 months "
     "before `end`.",
     responses={404: {"description": "Unknown meter or district"}},
+    dependencies=READ,
 )
 async def consumption(
     pool: PoolDep,
     settings: SettingsDep,
+    tenant: TenantDep,
     device_id: Annotated[str | None, Query(max_length=64)] = None,
     group: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     bucket: Literal["hour", "day", "month"] = "day",
@@ -106,15 +110,15 @@ async def consumption(
     lo, hi = edges[0].astimezone(UTC), edges[-1].astimezone(UTC)
     if device_id is not None:
         if not re.match(DEVICE_ID_PATTERN, device_id) or not await ws.is_water_meter(
-            pool, device_id
+            pool, device_id, tenant
         ):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"water meter {device_id!r} not found")
         hours = await ws.meter_hours(pool, device_id, lo, hi)
     else:
         assert group is not None
-        if not await ws.district_exists(pool, group):
+        if not await ws.district_exists(pool, group, tenant):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"district {group!r} not found")
-        hours = await ws.district_hours(pool, group, lo, hi)
+        hours = await ws.district_hours(pool, group, lo, hi, tenant)
     utc_edges = [e.astimezone(UTC) for e in edges]
     n = len(edges) - 1
     volume = [0.0] * n
@@ -170,10 +174,12 @@ _RANK = {"burst": 0, "leak": 1, "suspected": 2}
     "readings are at most about an hour apart are judged (docs/water.md). `date`: a local day "
     "in the platform's water time zone, default today; `group`: a district, default all.",
     responses={404: {"description": "Unknown district"}},
+    dependencies=READ,
 )
 async def leaks(
     pool: PoolDep,
     settings: SettingsDep,
+    tenant: TenantDep,
     group: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     date_: Annotated[date | None, Query(alias="date")] = None,
 ) -> LeaksOut:
@@ -181,7 +187,7 @@ async def leaks(
     day = date_ or datetime.now(zone).date()
     if not EARLIEST.date() <= day <= LATEST.date():
         raise _bad("date", f"date must lie between {EARLIEST.year} and {LATEST.year}")
-    if group is not None and not await ws.district_exists(pool, group):
+    if group is not None and not await ws.district_exists(pool, group, tenant):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"district {group!r} not found")
     t = wa.LeakThresholds(
         suspected_lph=settings.water_leak_suspected_lph,
@@ -189,7 +195,7 @@ async def leaks(
         nights=settings.water_leak_nights,
         burst_lph=settings.water_burst_lph,
     )
-    candidates = await ws.leak_candidates(pool, day, group, t.suspected_lph, t.burst_lph)
+    candidates = await ws.leak_candidates(pool, day, group, t.suspected_lph, t.burst_lph, tenant)
     runs = await ws.night_runs(
         pool,
         [c.device_id for c in candidates if (c.night_min_lph or 0.0) >= t.suspected_lph],
@@ -272,8 +278,11 @@ MeterPath = Annotated[str, Path(description="Water meter id", examples=["wm-quim
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No water meter with this id"}}
 
 
-async def _meter_or_404(pool: PoolDep, device_id: str) -> None:
-    if not re.match(DEVICE_ID_PATTERN, device_id) or not await ws.is_water_meter(pool, device_id):
+async def _meter_or_404(pool: PoolDep, device_id: str, tenant: TenantDep) -> None:
+    """A route on one meter: the caller's tenant's meter, else the same 404 as a missing one."""
+    if not re.match(DEVICE_ID_PATTERN, device_id) or not await ws.is_water_meter(
+        pool, device_id, tenant
+    ):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"water meter {device_id!r} not found")
 
 
@@ -286,9 +295,9 @@ async def _meter_or_404(pool: PoolDep, device_id: str) -> None:
     "reading - new start), never a spike or a decrease; the worker recomputes the meter from "
     "the reading before `at`. A replacement under a new device id needs no declaration.",
     responses={**_NOT_FOUND, 409: {"description": "A reset is already declared at `at`"}},
+    dependencies=[require(Permission.DEVICE_WRITE), Depends(_meter_or_404)],
 )
 async def add_index_reset(device_id: MeterPath, body: IndexResetIn, pool: PoolDep) -> IndexResetOut:
-    await _meter_or_404(pool, device_id)
     rec = await ws.add_index_reset(
         pool, device_id, body.at, body.old_final_index_m3, body.new_start_index_m3
     )
@@ -304,9 +313,9 @@ async def add_index_reset(device_id: MeterPath, body: IndexResetIn, pool: PoolDe
     response_model=list[IndexResetOut],
     summary="Declared index resets of a meter",
     responses=_NOT_FOUND,
+    dependencies=[*READ, Depends(_meter_or_404)],
 )
 async def list_index_resets(device_id: MeterPath, pool: PoolDep) -> list[IndexResetOut]:
-    await _meter_or_404(pool, device_id)
     return [_reset_out(r) for r in await ws.list_index_resets(pool, device_id)]
 
 
@@ -328,6 +337,7 @@ class AnomalyPage(BaseModel):
     response_model=AnomalyPage,
     summary="Intervals of a meter not counted as plain consumption, newest first",
     responses=_NOT_FOUND,
+    dependencies=[*READ, Depends(_meter_or_404)],
 )
 async def anomalies(
     device_id: MeterPath,
@@ -336,6 +346,5 @@ async def anomalies(
     end: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> AnomalyPage:
-    await _meter_or_404(pool, device_id)
     rows = await ws.meter_anomalies(pool, device_id, start, end, limit)
     return AnomalyPage(items=[AnomalyOut(ts=r.ts, kind=r.kind, delta_m3=r.delta_m3) for r in rows])

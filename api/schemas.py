@@ -59,6 +59,17 @@ class Location(BaseModel):
     lon: float = Field(ge=-180, le=180, examples=[-4.1024])
 
 
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+TenantId = Annotated[
+    str,
+    Field(
+        pattern=TENANT_PATTERN,
+        description="Lowercase letters, digits, '_' and '-', up to 64 characters",
+        examples=["pays-fouesnantais"],
+    ),
+]
+
+
 class DeviceCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -107,6 +118,12 @@ class DeviceCreate(BaseModel):
         "a LoRaWAN device's network-server-decoded object is mapped instead.",
         examples=["milesight-em310-udl"],
     )
+    tenant: TenantId | None = Field(
+        default=None,
+        description="The tenant the device belongs to. An admin key names it (default "
+        "`default`); any other key registers into its own tenant, and naming another is "
+        "refused (422).",
+    )
 
 
 class DeviceUpdate(BaseModel):
@@ -140,6 +157,7 @@ class Device(BaseModel):
     dev_eui: str | None
     wmbus_id: str | None
     decoder: str | None
+    tenant: str
 
 
 class DevicePage(BaseModel):

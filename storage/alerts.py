@@ -1,7 +1,7 @@
 """Alerts: the device activity the worker keeps, the alerts, their outbox and deliveries.
 
 Every query of the alert engine and of the alert API is here. Device selection for the API goes
-through `_DEVICE_SCOPE` (one place, for the tenant filter to come).
+through `_device_scope` (one place, where the caller's tenant filters them).
 """
 
 from __future__ import annotations
@@ -379,8 +379,14 @@ _ALERT_COLUMNS = (
     "a.id, a.device_id, a.type, a.severity, a.status, a.opened_at, a.last_seen_at, "
     "a.acknowledged_at, a.acknowledged_by, a.cleared_at, a.count, a.detail"
 )
-# The devices a caller may see. One place: a tenant condition joins here later.
-_DEVICE_SCOPE = "JOIN devices d ON d.id = a.device_id"
+
+
+# The devices a caller may see: those of its tenant (the parameter named, NULL for all).
+def _device_scope(tenant_param: str) -> str:
+    return (
+        f"JOIN devices d ON d.id = a.device_id "
+        f"AND ({tenant_param}::text IS NULL OR d.tenant = {tenant_param})"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,12 +432,13 @@ async def list_alerts(
     since: datetime | None = None,
     before_id: int | None = None,
     limit: int = 100,
+    tenant: str | None = None,
 ) -> list[AlertRecord]:
     """Newest first (by id), keyset-paginated: `before_id` is the last id of the previous
     page. `status` "active" means open or acknowledged."""
     rows = await conn.fetch(
         f"""
-        SELECT {_ALERT_COLUMNS} FROM alerts a {_DEVICE_SCOPE}
+        SELECT {_ALERT_COLUMNS} FROM alerts a {_device_scope("$8")}
         WHERE ($1::text IS NULL OR a.status = $1
                OR ($1 = 'active' AND a.status <> 'cleared'))
           AND ($2::text IS NULL OR a.type = $2)
@@ -449,19 +456,24 @@ async def list_alerts(
         since,
         before_id,
         limit,
+        tenant,
     )
     return [_alert(r) for r in rows]
 
 
-async def get_alert(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -> AlertRecord | None:
+async def get_alert(
+    conn: asyncpg.Connection | asyncpg.Pool, alert_id: int, tenant: str | None = None
+) -> AlertRecord | None:
     row = await conn.fetchrow(
-        f"SELECT {_ALERT_COLUMNS} FROM alerts a {_DEVICE_SCOPE} WHERE a.id = $1", alert_id
+        f"SELECT {_ALERT_COLUMNS} FROM alerts a {_device_scope('$2')} WHERE a.id = $1",
+        alert_id,
+        tenant,
     )
     return _alert(row) if row else None
 
 
 async def acknowledge(
-    conn: asyncpg.Connection, alert_id: int, by: str
+    conn: asyncpg.Connection, alert_id: int, by: str, tenant: str | None = None
 ) -> tuple[str, AlertRecord | None]:
     """("acknowledged" | "already" | "cleared" | "missing", the alert). The acknowledgement and
     its outbox event are one transaction; acknowledging twice keeps the first one."""
@@ -472,6 +484,8 @@ async def acknowledge(
                 UPDATE alerts a SET status = 'acknowledged', acknowledged_at = now(),
                        acknowledged_by = $2
                 WHERE a.id = $1 AND a.status = 'open'
+                  AND ($3::text IS NULL OR EXISTS (
+                      SELECT 1 FROM devices d WHERE d.id = a.device_id AND d.tenant = $3))
                 RETURNING a.*
             ), ev AS (
                 INSERT INTO alert_events (alert_id, device_id, type, transition, at, snapshot)
@@ -483,26 +497,31 @@ async def acknowledge(
             """,
             alert_id,
             by,
+            tenant,
         )
         if row is not None:
             return "acknowledged", _alert(row)
-        current = await get_alert(conn, alert_id)
+        current = await get_alert(conn, alert_id, tenant)
     if current is None:
         return "missing", None
     return ("cleared" if current.status == "cleared" else "already"), current
 
 
 async def count_alerts(
-    conn: asyncpg.Connection | asyncpg.Pool, *, since: datetime | None = None
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    since: datetime | None = None,
+    tenant: str | None = None,
 ) -> dict[str, dict[str, int]]:
     """{type: {status: n}} of the alerts opened since `since` (all when None)."""
     rows = await conn.fetch(
         f"""
-        SELECT a.type, a.status, count(*) AS n FROM alerts a {_DEVICE_SCOPE}
+        SELECT a.type, a.status, count(*) AS n FROM alerts a {_device_scope("$2")}
         WHERE ($1::timestamptz IS NULL OR a.opened_at >= $1)
         GROUP BY a.type, a.status
         """,
         since,
+        tenant,
     )
     out: dict[str, dict[str, int]] = {}
     for r in rows:
@@ -510,15 +529,29 @@ async def count_alerts(
     return out
 
 
-async def device_exists(conn: asyncpg.Connection | asyncpg.Pool, device_id: str) -> bool:
+async def device_exists(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: str, tenant: str | None = None
+) -> bool:
     return bool(
-        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM devices WHERE id = $1)", device_id)
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE id = $1 "
+            "AND ($2::text IS NULL OR tenant = $2))",
+            device_id,
+            tenant,
+        )
     )
 
 
-async def group_exists(conn: asyncpg.Connection | asyncpg.Pool, group: str) -> bool:
+async def group_exists(
+    conn: asyncpg.Connection | asyncpg.Pool, group: str, tenant: str | None = None
+) -> bool:
     return bool(
-        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM devices WHERE group_name = $1)", group)
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE group_name = $1 "
+            "AND ($2::text IS NULL OR tenant = $2))",
+            group,
+            tenant,
+        )
     )
 
 

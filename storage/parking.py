@@ -1,8 +1,11 @@
 """Parking queries: the spaces of each zone, their latest states, the per-zone occupancy slots
 the worker maintains (migration 010) and what the API reads from them.
 
-Which devices count as a zone's spaces is decided in one place per query, the `_SPACES` common
-table expression (a tenant filter belongs there). A space's freshness window is its
+Which devices count as a zone's spaces is decided in one place per query, the `spaces` common
+table expression (`_spaces`), where the API's reads pass the caller's tenant. The derived slots
+(`parking_zone_slots`) are keyed by zone name alone, and two tenants may name a zone alike: a
+tenant's history of a zone it shares is computed from its own spaces' readings instead
+(`zone_tenants`, `zone_readings(tenant=...)`). A space's freshness window is its
 `freshness_s` attribute when set, else the setting passed in as a parameter.
 """
 
@@ -19,8 +22,16 @@ from storage.changes import Window
 
 Db: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
-# $1 is always the default freshness window in seconds.
-_SPACES = """
+
+# $1 is always the default freshness window in seconds; `tenant_param` ("$4") the tenant.
+def _spaces(tenant_param: str | None = None) -> str:
+    tenant = (
+        f"AND ({tenant_param}::text IS NULL OR d.tenant = {tenant_param})" if tenant_param else ""
+    )
+    return _SPACES_TEMPLATE.replace("{tenant}", tenant)
+
+
+_SPACES_TEMPLATE = """
 spaces AS (
     SELECT d.id,
            d.attributes ->> 'zone' AS zone,
@@ -29,8 +40,9 @@ spaces AS (
                 THEN (d.attributes ->> 'freshness_s')::float8
                 ELSE $1::float8 END AS fresh_s
       FROM devices d
-     WHERE d.kind = 'parking_sensor' AND d.attributes ->> 'zone' IS NOT NULL
+     WHERE d.kind = 'parking_sensor' AND d.attributes ->> 'zone' IS NOT NULL {tenant}
 )"""
+_SPACES = _spaces()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +58,18 @@ class ZoneNow:
 
 
 async def zones_now(
-    db: Db, default_fresh_s: float, at: datetime | None, zone: str | None = None
+    db: Db,
+    default_fresh_s: float,
+    at: datetime | None,
+    zone: str | None = None,
+    tenant: str | None = None,
 ) -> list[ZoneNow]:
     """Counts per zone of the active spaces at `at` (None: now, and a reading a few minutes
     ahead of the server's clock still counts). One index probe per space on the readings'
     (device_id, ts) key for its newest reading."""
     rows = await db.fetch(
         f"""
-        WITH {_SPACES},
+        WITH {_spaces("$4")},
         latest AS (
             SELECT s.zone, s.fresh_s, l.ts, l.occupied
               FROM spaces s
@@ -83,6 +99,7 @@ async def zones_now(
         default_fresh_s,
         at,
         zone,
+        tenant,
     )
     return [
         ZoneNow(
@@ -99,16 +116,28 @@ async def zones_now(
     ]
 
 
-async def zone_exists(db: Db, zone: str) -> bool:
+async def zone_exists(db: Db, zone: str, tenant: str | None = None) -> bool:
     """Any parking sensor, active or decommissioned, ever placed in the zone (its history
     stays readable after its spaces are removed)."""
     return bool(
         await db.fetchval(
-            f"WITH {_SPACES} SELECT EXISTS (SELECT 1 FROM spaces WHERE zone = $2)",
+            f"WITH {_spaces('$3')} SELECT EXISTS (SELECT 1 FROM spaces WHERE zone = $2)",
             0.0,
             zone,
+            tenant,
         )
     )
+
+
+async def zone_tenants(db: Db, zone: str) -> set[str]:
+    """The tenants whose spaces (any status) are in the zone: when it is only the caller's,
+    the derived slots are exactly its own."""
+    rows = await db.fetch(
+        "SELECT DISTINCT tenant FROM devices "
+        "WHERE kind = 'parking_sensor' AND attributes ->> 'zone' = $1",
+        zone,
+    )
+    return {r["tenant"] for r in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +251,10 @@ class ZoneRange:
 
 
 async def zone_readings(
-    conn: asyncpg.Connection, ranges: Sequence[ZoneRange], default_fresh_s: float
+    conn: asyncpg.Connection | asyncpg.Pool,
+    ranges: Sequence[ZoneRange],
+    default_fresh_s: float,
+    tenant: str | None = None,
 ) -> list[list[tuple[list[tuple[float, bool]], float]]]:
     """For each range, per space of its zone (whatever the space's status: its past readings
     are history), the space's freshness and its readings in [lo - freshness, hi), as POSIX
@@ -230,7 +262,7 @@ async def zone_readings(
     the ranges."""
     rows = await conn.fetch(
         f"""
-        WITH {_SPACES},
+        WITH {_spaces("$5")},
         ranges AS (
             SELECT * FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[])
                    WITH ORDINALITY AS r(zone, lo, hi, k)
@@ -254,6 +286,7 @@ async def zone_readings(
         [r.zone for r in ranges],
         [r.lo for r in ranges],
         [r.hi for r in ranges],
+        tenant,
     )
     out: list[list[tuple[list[tuple[float, bool]], float]]] = [[] for _ in ranges]
     current: tuple[int, str] | None = None

@@ -566,7 +566,10 @@ async def list_rejected(
     before_id: int | None,
     limit: int,
     preview_bytes: int = 256,
+    tenant: str | None = None,
 ) -> list[RejectedMessage]:
+    """`tenant`: only the rejections of that tenant's devices (a rejection naming no device,
+    or a device nobody registered, belongs to no tenant); None: all."""
     # Only the first `preview_bytes` of each payload leave the server (which may still read a
     # compressed payload whole to cut them).
     rows = await conn.fetch(
@@ -579,6 +582,7 @@ async def list_rejected(
           AND ($2::text IS NULL OR device_id = $2)
           AND ($3::timestamptz IS NULL OR received_at >= $3)
           AND ($4::bigint IS NULL OR id < $4)
+          AND ($7::text IS NULL OR device_id IN (SELECT id FROM devices WHERE tenant = $7))
         ORDER BY id DESC
         LIMIT $5
         """,
@@ -588,17 +592,20 @@ async def list_rejected(
         before_id,
         limit,
         preview_bytes,
+        tenant,
     )
     return [RejectedMessage(**dict(r)) for r in rows]
 
 
 async def rejected_payload(
-    conn: asyncpg.Connection | asyncpg.Pool, rejected_id: int
+    conn: asyncpg.Connection | asyncpg.Pool, rejected_id: int, *, tenant: str | None = None
 ) -> RejectedPayload | None:
     row = await conn.fetchrow(
         "SELECT payload, payload_size, payload_sha256, payload_truncated "
-        "FROM rejected_messages WHERE id = $1",
+        "FROM rejected_messages WHERE id = $1 AND ($2::text IS NULL "
+        "OR device_id IN (SELECT id FROM devices WHERE tenant = $2))",
         rejected_id,
+        tenant,
     )
     return RejectedPayload(**dict(row)) if row else None
 
@@ -628,17 +635,23 @@ async def purge_rejected(
 
 
 async def count_rejected(
-    conn: asyncpg.Connection | asyncpg.Pool, *, since: datetime | None, device_id: str | None
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    since: datetime | None,
+    device_id: str | None,
+    tenant: str | None = None,
 ) -> dict[str, int]:
     rows = await conn.fetch(
         """
         SELECT reason, count(*) AS n FROM rejected_messages
         WHERE ($1::timestamptz IS NULL OR received_at >= $1)
           AND ($2::text IS NULL OR device_id = $2)
+          AND ($3::text IS NULL OR device_id IN (SELECT id FROM devices WHERE tenant = $3))
         GROUP BY reason ORDER BY reason
         """,
         since,
         device_id,
+        tenant,
     )
     return {r["reason"]: r["n"] for r in rows}
 

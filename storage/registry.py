@@ -14,8 +14,10 @@ from storage.errors import DuplicateDevice
 
 _COLUMNS = (
     "id, kind, label, lat, lon, group_name, attributes, status, created_at, updated_at, "
-    "decommissioned_at, dev_eui, wmbus_id, decoder"
+    "decommissioned_at, dev_eui, wmbus_id, decoder, tenant"
 )
+# Reads and writes on behalf of an API caller take `tenant`: None is an admin (every
+# tenant); otherwise a device of another tenant is treated exactly as a missing one.
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class DeviceRecord:
     dev_eui: str | None = None
     wmbus_id: str | None = None
     decoder: str | None = None
+    tenant: str = "default"
 
     @property
     def active(self) -> bool:
@@ -56,6 +59,7 @@ def _record(row: asyncpg.Record) -> DeviceRecord:
         dev_eui=row["dev_eui"],
         wmbus_id=row["wmbus_id"],
         decoder=row["decoder"],
+        tenant=row["tenant"],
     )
 
 
@@ -71,6 +75,7 @@ class NewDevice:
     dev_eui: str | None = None
     wmbus_id: str | None = None
     decoder: str | None = None
+    tenant: str = "default"
 
     def params(self) -> tuple[Any, ...]:
         return (
@@ -84,19 +89,33 @@ class NewDevice:
             self.dev_eui,
             self.wmbus_id,
             self.decoder,
+            self.tenant,
         )
 
 
 _INSERT = f"""
     INSERT INTO devices
-        (id, kind, label, lat, lon, group_name, attributes, dev_eui, wmbus_id, decoder)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        (id, kind, label, lat, lon, group_name, attributes, dev_eui, wmbus_id, decoder, tenant)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
     RETURNING {_COLUMNS}
 """
 
 
-def _conflict(exc: asyncpg.UniqueViolationError, dev: NewDevice) -> DuplicateDevice:
+# What a tenant's caller is told when an identity is taken: the same whether its own tenant or
+# another holds it, so that registering cannot be used to learn what other tenants have.
+UNAVAILABLE = "{field} {value} is not available"
+
+
+def _conflict(
+    exc: asyncpg.UniqueViolationError, dev: NewDevice, *, discreet: bool = False
+) -> DuplicateDevice:
     constraint = exc.constraint_name or ""
+    if discreet:
+        if "dev_eui" in constraint:
+            return DuplicateDevice(UNAVAILABLE.format(field="dev_eui", value=dev.dev_eui))
+        if "wmbus_id" in constraint:
+            return DuplicateDevice(UNAVAILABLE.format(field="wmbus_id", value=dev.wmbus_id))
+        return DuplicateDevice(UNAVAILABLE.format(field="id", value=repr(dev.id)))
     if "dev_eui" in constraint:
         return DuplicateDevice(f"dev_eui {dev.dev_eui} is already bound to another device")
     if "wmbus_id" in constraint:
@@ -104,17 +123,20 @@ def _conflict(exc: asyncpg.UniqueViolationError, dev: NewDevice) -> DuplicateDev
     return DuplicateDevice(f"device {dev.id!r} is already registered")
 
 
-async def create_device(conn: asyncpg.Connection | asyncpg.Pool, dev: NewDevice) -> DeviceRecord:
+async def create_device(
+    conn: asyncpg.Connection | asyncpg.Pool, dev: NewDevice, *, discreet: bool = False
+) -> DeviceRecord:
+    """`discreet`: conflicts say "not available", never whose the identity is."""
     try:
         row = await conn.fetchrow(_INSERT, *dev.params())
     except asyncpg.UniqueViolationError as exc:
-        raise _conflict(exc, dev) from exc
+        raise _conflict(exc, dev, discreet=discreet) from exc
     assert row is not None
     return _record(row)
 
 
 async def create_devices(
-    conn: asyncpg.Connection, devs: Sequence[NewDevice]
+    conn: asyncpg.Connection, devs: Sequence[NewDevice], *, discreet: bool = False
 ) -> list[tuple[int, DeviceRecord | DuplicateDevice]]:
     """Create each device in its own savepoint, in one transaction.
 
@@ -128,7 +150,7 @@ async def create_devices(
                 async with conn.transaction():
                     row = await conn.fetchrow(_INSERT, *dev.params())
             except asyncpg.UniqueViolationError as exc:
-                out.append((i, _conflict(exc, dev)))
+                out.append((i, _conflict(exc, dev, discreet=discreet)))
                 continue
             assert row is not None
             out.append((i, _record(row)))
@@ -136,9 +158,13 @@ async def create_devices(
 
 
 async def get_device(
-    conn: asyncpg.Connection | asyncpg.Pool, device_id: str
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: str, *, tenant: str | None = None
 ) -> DeviceRecord | None:
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM devices WHERE id = $1", device_id)
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM devices WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)",
+        device_id,
+        tenant,
+    )
     return _record(row) if row else None
 
 
@@ -189,6 +215,7 @@ async def list_devices(
     status: str | None = None,
     after_id: str | None = None,
     limit: int = 100,
+    tenant: str | None = None,
 ) -> list[DeviceRecord]:
     """Keyset pagination by id: stable under concurrent inserts, unlike OFFSET."""
     rows = await conn.fetch(
@@ -198,6 +225,7 @@ async def list_devices(
           AND ($2::text IS NULL OR group_name = $2)
           AND ($3::text IS NULL OR status = $3)
           AND ($4::text IS NULL OR id > $4)
+          AND ($6::text IS NULL OR tenant = $6)
         ORDER BY id
         LIMIT $5
         """,
@@ -206,6 +234,7 @@ async def list_devices(
         status,
         after_id,
         limit,
+        tenant,
     )
     return [_record(r) for r in rows]
 
@@ -223,6 +252,7 @@ async def update_device(
     dev_eui: str | None,
     wmbus_id: str | None,
     decoder: str | None,
+    tenant: str | None = None,
 ) -> DeviceRecord | None:
     try:
         row = await conn.fetchrow(
@@ -233,7 +263,7 @@ async def update_device(
                                          THEN coalesce(decommissioned_at, now()) END,
                 dev_eui = $8, wmbus_id = $9, decoder = $10,
                 updated_at = now()
-            WHERE id = $1
+            WHERE id = $1 AND ($11::text IS NULL OR tenant = $11)
             RETURNING {_COLUMNS}
             """,
             device_id,
@@ -246,26 +276,28 @@ async def update_device(
             dev_eui,
             wmbus_id,
             decoder,
+            tenant,
         )
     except asyncpg.UniqueViolationError as exc:
         probe = NewDevice(
             device_id, DeviceKind.WATER_METER, "", None, None, None, {}, dev_eui, wmbus_id, decoder
         )
-        raise _conflict(exc, probe) from exc
+        raise _conflict(exc, probe, discreet=tenant is not None) from exc
     return _record(row) if row else None
 
 
 async def decommission_device(
-    conn: asyncpg.Connection | asyncpg.Pool, device_id: str
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: str, *, tenant: str | None = None
 ) -> DeviceRecord | None:
     row = await conn.fetchrow(
         f"""
         UPDATE devices
         SET status = 'decommissioned', decommissioned_at = coalesce(decommissioned_at, now()),
             updated_at = now()
-        WHERE id = $1
+        WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)
         RETURNING {_COLUMNS}
         """,
         device_id,
+        tenant,
     )
     return _record(row) if row else None

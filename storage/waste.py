@@ -1,8 +1,9 @@
 """Waste columns: the SQL behind the fill forecasts, the crews' confirmations and the collection
 list (migration 009). The worker writes the derived tables; the API reads them.
 
-Every query that selects columns goes through `_COLUMNS_WHERE`, the one place a tenant filter
-will be added.
+Every query that selects columns goes through `_COLUMNS_WHERE`, the one place the caller's
+tenant filters them (None: every tenant). The stream medians that stand in for a column's own
+fill rate are per tenant and stream: a tenant's forecast never rests on another's columns.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import asyncpg
 
 from analytics.waste import Emptying, Forecast, RawReading
 
-# The devices a waste query may see ($1: stream or NULL, $2: group or NULL).
+# The devices a waste query may see ($1: stream or NULL, $2: group or NULL, $3: tenant or
+# NULL).
 _COLUMNS_WHERE = (
     "d.kind = 'waste_column' AND d.status = 'active' "
     "AND ($1::text IS NULL OR d.attributes ->> 'waste_stream' = $1) "
-    "AND ($2::text IS NULL OR d.group_name = $2)"
+    "AND ($2::text IS NULL OR d.group_name = $2) "
+    "AND ($3::text IS NULL OR d.tenant = $3)"
 )
 
 
@@ -299,29 +302,33 @@ class FallbackRow:
     device_id: str
     stream: str | None
     forecast: Forecast
+    tenant: str = "default"
 
 
-async def stream_medians(conn: asyncpg.Connection) -> dict[str | None, float]:
-    """Per waste stream, the median of the columns' own fill rates."""
+async def stream_medians(conn: asyncpg.Connection) -> dict[tuple[str, str | None], float]:
+    """Per tenant and waste stream, the median of the columns' own fill rates."""
     rows = await conn.fetch(
-        "SELECT d.attributes ->> 'waste_stream' AS stream, "
+        "SELECT d.tenant, d.attributes ->> 'waste_stream' AS stream, "
         "percentile_cont(0.5) WITHIN GROUP (ORDER BY s.own_rate) AS rate "
         "FROM waste_column_state s JOIN devices d ON d.id = s.device_id "
-        f"WHERE {_COLUMNS_WHERE} AND s.own_rate IS NOT NULL GROUP BY 1",
+        f"WHERE {_COLUMNS_WHERE} AND s.own_rate IS NOT NULL GROUP BY 1, 2",
+        None,
         None,
         None,
     )
-    return {r["stream"]: r["rate"] for r in rows}
+    return {(r["tenant"], r["stream"]): r["rate"] for r in rows}
 
 
 async def fallback_columns(conn: asyncpg.Connection) -> list[FallbackRow]:
     """Columns without a rate of their own, which take their stream's."""
     rows = await conn.fetch(
-        "SELECT s.device_id, d.attributes ->> 'waste_stream' AS stream, s.fill_pct, s.fill_ts, "
+        "SELECT s.device_id, d.tenant, d.attributes ->> 'waste_stream' AS stream, s.fill_pct, "
+        "s.fill_ts, "
         "s.rate_pct_per_day, s.rate_source, s.threshold_pct, s.eta_threshold, s.last_emptied, "
         "s.cycle_points, s.reliability "
         "FROM waste_column_state s JOIN devices d ON d.id = s.device_id "
         f"WHERE {_COLUMNS_WHERE} AND s.own_rate IS NULL",
+        None,
         None,
         None,
     )
@@ -342,6 +349,7 @@ async def fallback_columns(conn: asyncpg.Connection) -> list[FallbackRow]:
                 spread_pts=None,
                 reliability=r["reliability"],
             ),
+            r["tenant"],
         )
         for r in rows
     ]
@@ -367,10 +375,16 @@ async def set_stream_rates(conn: asyncpg.Connection, rows: Sequence[FallbackRow]
 # --- the API's side -------------------------------------------------------------------------
 
 
-async def record_emptied(pool: asyncpg.Pool, device_id: str, at: datetime) -> bool:
-    """A crew's confirmation; False when the device is not a waste column."""
+async def record_emptied(
+    pool: asyncpg.Pool, device_id: str, at: datetime, tenant: str | None = None
+) -> bool:
+    """A crew's confirmation; False when the device is not a waste column (of `tenant`)."""
     async with pool.acquire() as conn, conn.transaction():
-        kind = await conn.fetchval("SELECT kind FROM devices WHERE id = $1", device_id)
+        kind = await conn.fetchval(
+            "SELECT kind FROM devices WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)",
+            device_id,
+            tenant,
+        )
         if kind != "waste_column":
             return False
         await conn.execute(
@@ -383,11 +397,14 @@ async def record_emptied(pool: asyncpg.Pool, device_id: str, at: datetime) -> bo
 
 
 async def column_forecast(
-    pool: asyncpg.Pool, device_id: str
+    pool: asyncpg.Pool, device_id: str, tenant: str | None = None
 ) -> tuple[ColumnDevice | None, ColumnState | None]:
     """The column (None: no such waste column) and its derived state (None: no reading yet)."""
     row = await pool.fetchrow(
-        "SELECT id, attributes FROM devices WHERE id = $1 AND kind = 'waste_column'", device_id
+        "SELECT id, attributes FROM devices WHERE id = $1 AND kind = 'waste_column' "
+        "AND ($2::text IS NULL OR tenant = $2)",
+        device_id,
+        tenant,
     )
     if row is None:
         return None, None
@@ -404,18 +421,18 @@ async def last_crew_emptied(pool: asyncpg.Pool, device_id: str) -> datetime | No
     return ts
 
 
-async def stream_known(pool: asyncpg.Pool, stream: str) -> bool:
+async def stream_known(pool: asyncpg.Pool, stream: str, tenant: str | None = None) -> bool:
     return bool(
         await pool.fetchval(
-            f"SELECT EXISTS (SELECT 1 FROM devices d WHERE {_COLUMNS_WHERE})", stream, None
+            f"SELECT EXISTS (SELECT 1 FROM devices d WHERE {_COLUMNS_WHERE})", stream, None, tenant
         )
     )
 
 
-async def group_known(pool: asyncpg.Pool, group: str) -> bool:
+async def group_known(pool: asyncpg.Pool, group: str, tenant: str | None = None) -> bool:
     return bool(
         await pool.fetchval(
-            f"SELECT EXISTS (SELECT 1 FROM devices d WHERE {_COLUMNS_WHERE})", None, group
+            f"SELECT EXISTS (SELECT 1 FROM devices d WHERE {_COLUMNS_WHERE})", None, group, tenant
         )
     )
 
@@ -429,6 +446,7 @@ async def list_candidates(
     alarms: Sequence[str],
     due_before: datetime,
     custom_due_before: datetime,
+    tenant: str | None = None,
 ) -> list[ListRow]:
     """Active columns of the stream/round that may be on a collection list: with one of
     `alarms` on their latest reading, or at least `min_fill_pct` full and either at their
@@ -437,15 +455,16 @@ async def list_candidates(
     rows = await pool.fetch(
         f"SELECT {_STATE_COLUMNS}, d.lat, d.lon, d.attributes -> 'collection_days' AS days "
         "FROM waste_column_state s JOIN devices d ON d.id = s.device_id "
-        f"WHERE {_COLUMNS_WHERE} AND (s.last_alarms && $4::text[] OR (s.fill_pct >= $3 "
+        f"WHERE {_COLUMNS_WHERE} AND (s.last_alarms && $5::text[] OR (s.fill_pct >= $4 "
         "AND (s.fill_pct >= s.threshold_pct OR s.eta_threshold < CASE WHEN "
-        "d.attributes ? 'collection_days' THEN $6::timestamptz ELSE $5::timestamptz END))) "
+        "d.attributes ? 'collection_days' THEN $7::timestamptz ELSE $6::timestamptz END))) "
         # Emptied by a crew since its last reading: off the list at once, before the worker
         # has recomputed its state.
         "AND NOT EXISTS (SELECT 1 FROM waste_crew_emptied c "
         "WHERE c.device_id = s.device_id AND c.ts >= s.last_reading_ts)",
         stream,
         group,
+        tenant,
         min_fill_pct,
         list(alarms),
         due_before,
@@ -454,12 +473,15 @@ async def list_candidates(
     return [ListRow(_state(r), r["lat"], r["lon"], r["days"]) for r in rows]
 
 
-async def rounds(pool: asyncpg.Pool) -> list[tuple[str | None, str | None]]:
+async def rounds(
+    pool: asyncpg.Pool, tenant: str | None = None
+) -> list[tuple[str | None, str | None]]:
     """Every (waste stream, collection round) that active columns have, for choosing a list."""
     rows = await pool.fetch(
         "SELECT DISTINCT d.attributes ->> 'waste_stream' AS stream, d.group_name AS grp "
         f"FROM devices d WHERE {_COLUMNS_WHERE} ORDER BY 1, 2",
         None,
         None,
+        tenant,
     )
     return [(r["stream"], r["grp"]) for r in rows]

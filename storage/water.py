@@ -1,7 +1,9 @@
 """SQL for water consumption and leaks: the worker's recomputation and the API's reads.
 
-Device selection lives in one place per query (a `devices` join or a device id), so that a
-tenant filter can be added there.
+Device selection lives in one place per query (a `devices` join or a device id), where the
+API's reads take the caller's tenant (None: every tenant). The district rollup
+(`water_district_hourly`) is keyed by district alone and districts are names any tenant may
+use, so a tenant's district is summed from its own meters' hours instead (`district_hours`).
 """
 
 from __future__ import annotations
@@ -400,21 +402,25 @@ async def list_index_resets(conn: Conn, device_id: str) -> list[IndexResetRecord
 # -- consumption and leaks (API) ---------------------------------------------------------------
 
 
-async def is_water_meter(conn: Conn, device_id: str) -> bool:
+async def is_water_meter(conn: Conn, device_id: str, tenant: str | None = None) -> bool:
     return bool(
         await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM devices WHERE id = $1 AND kind = 'water_meter')",
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE id = $1 AND kind = 'water_meter' "
+            "AND ($2::text IS NULL OR tenant = $2))",
             device_id,
+            tenant,
         )
     )
 
 
-async def district_exists(conn: Conn, district: str) -> bool:
+async def district_exists(conn: Conn, district: str, tenant: str | None = None) -> bool:
     return bool(
         await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM devices "
-            "WHERE kind = 'water_meter' AND attributes ->> 'district' = $1)",
+            "WHERE kind = 'water_meter' AND attributes ->> 'district' = $1 "
+            "AND ($2::text IS NULL OR tenant = $2))",
             district,
+            tenant,
         )
     )
 
@@ -441,8 +447,23 @@ async def meter_hours(
 
 
 async def district_hours(
-    conn: Conn, district: str, start: datetime, end: datetime
+    conn: Conn, district: str, start: datetime, end: datetime, tenant: str | None = None
 ) -> list[HourVolume]:
+    """The district's hours. For one tenant, summed from that tenant's meters' hours (the
+    same sums the rollup holds, over fewer meters); for all, read from the rollup."""
+    if tenant is not None:
+        rows = await conn.fetch(
+            "SELECT h.hour, sum(h.volume_m3) AS volume_m3, count(*) AS meters, "
+            "bool_or(h.estimated) AS estimated "
+            "FROM water_hourly h JOIN devices d ON d.id = h.device_id AND d.tenant = $4 "
+            "WHERE h.district = $1 AND h.hour >= $2 AND h.hour < $3 "
+            "GROUP BY h.hour ORDER BY h.hour",
+            district,
+            start,
+            end,
+            tenant,
+        )
+        return [HourVolume(r["hour"], r["volume_m3"], r["meters"], r["estimated"]) for r in rows]
     rows = await conn.fetch(
         "SELECT hour, volume_m3, meters, estimated FROM water_district_hourly "
         "WHERE district = $1 AND hour >= $2 AND hour < $3 ORDER BY hour",
@@ -487,7 +508,12 @@ _DAY_COLUMNS = (
 
 
 async def leak_candidates(
-    conn: Conn, day: date, district: str | None, suspected_lph: float, burst_l: float
+    conn: Conn,
+    day: date,
+    district: str | None,
+    suspected_lph: float,
+    burst_l: float,
+    tenant: str | None = None,
 ) -> list[MeterDayRow]:
     """The water meters (of `district`, or all) whose `day` shows anything a leak rule could
     use; the streak of nights is checked on their history afterwards."""
@@ -497,6 +523,7 @@ async def leak_candidates(
         FROM water_meter_days w
         JOIN devices d ON d.id = w.device_id AND d.kind = 'water_meter'
              AND ($2::text IS NULL OR d.attributes ->> 'district' = $2)
+             AND ($5::text IS NULL OR d.tenant = $5)
         WHERE w.day = $1
           AND (w.night_min_lph >= $3 OR w.max_hour_l >= $4 OR w.continuous
                OR w.leak_alarm_at IS NOT NULL OR w.burst_alarm_at IS NOT NULL)
@@ -506,6 +533,7 @@ async def leak_candidates(
         district,
         suspected_lph,
         burst_l,
+        tenant,
     )
     return [_day(r) for r in rows]
 

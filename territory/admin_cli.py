@@ -1,5 +1,5 @@
-"""`territory devices ...`, `territory decoders`, `territory waste list` and `territory alerts ...`:
-the command line.
+"""`territory devices ...`, `territory decoders`, `territory waste list`, `territory alerts ...`,
+`territory tenants ...` and `territory keys ...`: the command line.
 
 A thin client of the HTTP API (TERRITORY_API_URL, TERRITORY_ADMIN_KEY), so the command line and
 the API enforce exactly the same rules.
@@ -33,6 +33,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     add.add_argument("--dev-eui")
     add.add_argument("--wmbus-id")
     add.add_argument("--decoder")
+    add.add_argument("--tenant", help="the device's tenant (an admin key; default: `default`)")
     add.add_argument(
         "--attr",
         action="append",
@@ -77,6 +78,26 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ack = asub.add_parser("ack", help="acknowledge an alert")
     ack.add_argument("id", type=int)
     ack.add_argument("--by", required=True, help="who takes it in hand")
+
+    ten = sub.add_parser("tenants", help="tenants (admin key)")
+    tsub = ten.add_subparsers(dest="tenants_command", required=True)
+    tadd = tsub.add_parser("add", help="create a tenant")
+    tadd.add_argument("id", help="lowercase letters, digits, '-' and '_'")
+    tadd.add_argument("--name", required=True)
+    tsub.add_parser("list", help="list tenants")
+
+    keys = sub.add_parser("keys", help="API keys (admin key)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create a key; it is printed once")
+    kc.add_argument(
+        "--role", required=True, choices=["admin", "integrator", "operator", "crew", "viewer"]
+    )
+    kc.add_argument("--tenant", help="required for every role but admin")
+    kc.add_argument("--expires", help="expiry, ISO 8601 with an offset (default: never)")
+    kc.add_argument("--label", default="", help="who or what holds the key")
+    ksub.add_parser("list", help="list keys (never the keys themselves)")
+    kr = ksub.add_parser("revoke", help="revoke a key, at once")
+    kr.add_argument("id", help="the key's id (key_<prefix>)")
 
 
 def _attr_value(raw: str) -> Any:
@@ -186,7 +207,64 @@ def _alerts(args: argparse.Namespace, client: httpx.Client) -> int:
     return 0
 
 
+def _tenants(args: argparse.Namespace, client: httpx.Client) -> int:
+    if args.tenants_command == "add":
+        r = client.post("/tenants", json={"id": args.id, "name": args.name})
+        if r.status_code != 201:
+            return _fail(r)
+        print(f"tenant {r.json()['id']} created")
+        return 0
+    r = client.get("/tenants")
+    if r.status_code != 200:
+        return _fail(r)
+    for t in r.json():
+        shared = ",".join(k for k, v in sorted(t["open_data"].items()) if v) or "-"
+        print(f"{t['id']:32} {t['name']:40} open data: {shared}")
+    return 0
+
+
+def _keys(args: argparse.Namespace, client: httpx.Client) -> int:
+    if args.keys_command == "create":
+        body: dict[str, Any] = {"role": args.role, "label": args.label}
+        if args.tenant:
+            body["tenant"] = args.tenant
+        if args.expires:
+            body["expires_at"] = args.expires
+        r = client.post("/keys", json=body)
+        if r.status_code != 201:
+            return _fail(r)
+        k = r.json()
+        print(k["key"])
+        where = f"tenant {k['tenant']}" if k["tenant"] else "every tenant"
+        print(
+            f"{k['id']}: {k['role']} on {where}, expires {k['expires_at'] or 'never'}. "
+            "The key is shown this once.",
+            file=sys.stderr,
+        )
+        return 0
+    if args.keys_command == "revoke":
+        r = client.delete(f"/keys/{args.id}")
+        if r.status_code != 200:
+            return _fail(r)
+        print(f"{r.json()['id']} revoked at {r.json()['revoked_at']}")
+        return 0
+    r = client.get("/keys")
+    if r.status_code != 200:
+        return _fail(r)
+    for k in r.json():
+        state = "revoked" if k["revoked_at"] else "active"
+        print(
+            f"{k['id']:14} {k['role']:10} {k['tenant'] or '*':24} {state:8} "
+            f"expires {k['expires_at'] or 'never':26} {k['label']}"
+        )
+    return 0
+
+
 def _run(args: argparse.Namespace, client: httpx.Client) -> int:
+    if args.command == "tenants":
+        return _tenants(args, client)
+    if args.command == "keys":
+        return _keys(args, client)
     if args.command == "waste":
         return _waste_list(args, client)
     if args.command == "alerts":
@@ -201,7 +279,7 @@ def _run(args: argparse.Namespace, client: httpx.Client) -> int:
     cmd = args.devices_command
     if cmd == "add":
         body: dict[str, Any] = {"id": args.id, "kind": args.kind, "label": args.label}
-        for key in ("group", "dev_eui", "wmbus_id", "decoder"):
+        for key in ("group", "dev_eui", "wmbus_id", "decoder", "tenant"):
             if getattr(args, key) is not None:
                 body[key] = getattr(args, key)
         if args.lat is not None or args.lon is not None:

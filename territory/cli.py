@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dashboards.cli import run as run_grafana
 
         return run_grafana(args, settings)
-    if args.command in ("devices", "decoders", "waste", "alerts"):
+    if args.command in ("devices", "decoders", "waste", "alerts", "tenants", "keys"):
         from territory.admin_cli import run as run_admin
 
         return run_admin(

@@ -161,3 +161,39 @@ def test_simulator_registers_its_fleet_and_its_readings_are_stored(
     assert stored() == 60
     for d in fleet:
         assert api.get("/rejected", params={"device_id": d["id"]}).json()["items"] == []
+
+
+def test_tenants_and_keys_from_the_command_line(
+    settings: Settings, api_url: str, api: TestClient, uid: str
+) -> None:
+    tid = f"cli-{uid}"
+    out = territory(settings, api_url, "tenants", "add", tid, "--name", "Pays Fouesnantais")
+    assert out.returncode == 0, out.stderr
+    again = territory(settings, api_url, "tenants", "add", tid, "--name", "again")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    assert tid in territory(settings, api_url, "tenants", "list").stdout
+    out = territory(
+        settings, api_url, "devices", "add", f"wc-{tid}", "--kind", "waste_column", "--tenant", tid
+    )
+    assert out.returncode == 0, out.stderr
+    assert api.get(f"/devices/wc-{tid}").json()["tenant"] == tid
+    nowhere = territory(
+        settings, api_url, "devices", "add", f"wc-x-{uid}", "--kind", "waste_column",
+        "--tenant", f"none-{uid}",
+    )  # fmt: skip
+    assert nowhere.returncode == 1
+    assert "unknown tenant" in nowhere.stderr
+    made = territory(settings, api_url, "keys", "create", "--role", "crew", "--tenant", tid)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    key_id = made.stderr.split(":")[0]
+    crew = {"Authorization": f"Bearer {key}"}
+    listing = httpx.get(f"{api_url}/waste/collection-list", headers=crew)
+    assert listing.status_code == 200
+    assert httpx.get(f"{api_url}/devices", headers=crew).status_code == 403
+    listed = territory(settings, api_url, "keys", "list")
+    assert key_id in listed.stdout and key not in listed.stdout
+    revoked = territory(settings, api_url, "keys", "revoke", key_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert httpx.get(f"{api_url}/waste/collection-list", headers=crew).status_code == 401

@@ -73,7 +73,7 @@ async def refresh_stream_rates(conn: asyncpg.Connection) -> int:
         before = (row.forecast.rate_pct_per_day, row.forecast.eta_threshold)
         row.forecast.rate_pct_per_day = None
         row.forecast.rate_source = None
-        f = with_stream_rate(row.forecast, medians.get(row.stream))
+        f = with_stream_rate(row.forecast, medians.get((row.tenant, row.stream)))
         if f.rate_source is None and f.fill_pct is not None and f.fill_ts is not None:
             f.eta_threshold = eta(f.fill_pct, f.fill_ts, None, f.threshold_pct)
             f.reliability = "low"
