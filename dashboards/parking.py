@@ -12,9 +12,10 @@ from dashboards.sql import table as table_query
 
 UID = "territory-parking"
 
+TENANTS = "SELECT id FROM tenants"
 ZONES = """
 SELECT DISTINCT attributes ->> 'zone' FROM devices
-WHERE kind = 'parking_sensor' AND attributes ->> 'zone' IS NOT NULL
+WHERE kind = 'parking_sensor' AND attributes ->> 'zone' IS NOT NULL AND tenant IN ($tenant)
 """
 
 # A space counts as unknown once its newest reading is older than its freshness window (the
@@ -34,7 +35,7 @@ FROM (
   LEFT JOIN LATERAL (
     SELECT r.ts, r.occupied FROM parking_sensor_readings r
     WHERE r.device_id = d.id ORDER BY r.ts DESC LIMIT 1) l ON true
-  WHERE d.kind = 'parking_sensor' AND d.status = 'active'
+  WHERE d.kind = 'parking_sensor' AND d.status = 'active' AND d.tenant IN ($tenant)
     AND d.attributes ->> 'zone' IN ($zone)
 ) s
 GROUP BY zone
@@ -93,6 +94,7 @@ def build() -> db.Dashboard:
             "history and the places expected over the next two hours.",
             ["parking"],
         )
+        .with_variable(query_variable("tenant", "Tenant", TENANTS))
         .with_variable(query_variable("zone", "Zone", ZONES))
         .with_panel(
             bargauge.Panel()

@@ -12,24 +12,25 @@ from dashboards.sql import table as table_query
 
 UID = "territory-waste"
 
+TENANTS = "SELECT id FROM tenants"
 STREAMS = """
 SELECT DISTINCT attributes ->> 'waste_stream' FROM devices
-WHERE kind = 'waste_column' AND attributes ->> 'waste_stream' IS NOT NULL
+WHERE kind = 'waste_column' AND attributes ->> 'waste_stream' IS NOT NULL AND tenant IN ($tenant)
 """
 ROUNDS = """
 SELECT DISTINCT group_name FROM devices
-WHERE kind = 'waste_column' AND group_name IS NOT NULL
+WHERE kind = 'waste_column' AND group_name IS NOT NULL AND tenant IN ($tenant)
   AND attributes ->> 'waste_stream' IN ($stream)
 """
 COLUMNS = """
 SELECT id FROM devices
-WHERE kind = 'waste_column' AND attributes ->> 'waste_stream' IN ($stream)
-  AND group_name IN ($round)
+WHERE kind = 'waste_column' AND tenant IN ($tenant)
+  AND attributes ->> 'waste_stream' IN ($stream) AND group_name IN ($round)
 ORDER BY id LIMIT 500
 """
 
 _SELECTED = """
-d.kind = 'waste_column' AND d.status = 'active'
+d.kind = 'waste_column' AND d.status = 'active' AND d.tenant IN ($tenant)
   AND d.attributes ->> 'waste_stream' IN ($stream) AND d.group_name IN ($round)
 """
 
@@ -84,6 +85,7 @@ def build() -> db.Dashboard:
             "Columns by fill on a map, the columns due, a column's fill and emptyings per day.",
             ["waste"],
         )
+        .with_variable(query_variable("tenant", "Tenant", TENANTS))
         .with_variable(query_variable("stream", "Stream", STREAMS))
         .with_variable(query_variable("round", "Round", ROUNDS))
         .with_variable(query_variable("column", "Column", COLUMNS, multi=False, include_all=False))

@@ -12,7 +12,11 @@ from dashboards.sql import table as table_query
 
 UID = "territory-water"
 
-DISTRICTS = "SELECT DISTINCT district FROM water_district_hourly WHERE district IS NOT NULL"
+TENANTS = "SELECT id FROM tenants"
+DISTRICTS = """
+SELECT DISTINCT attributes ->> 'district' FROM devices
+WHERE kind = 'water_meter' AND attributes ->> 'district' IS NOT NULL AND tenant IN ($tenant)
+"""
 
 CONSUMPTION = """
 SELECT $__timeGroupAlias(hour, $__interval), district AS metric, sum(volume_m3) AS "m³"
@@ -39,7 +43,7 @@ SELECT night_start AS "time", d.attributes ->> 'district' AS metric,
        avg(m.night_min_lph) AS "mean night minimum (L/h)"
 FROM water_meter_days m JOIN devices d ON d.id = m.device_id
 WHERE $__timeFilter(night_start) AND m.night_min_lph IS NOT NULL
-  AND d.attributes ->> 'district' IN ($district)
+  AND d.attributes ->> 'district' IN ($district) AND d.tenant IN ($tenant)
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
@@ -54,7 +58,7 @@ SELECT m.device_id AS meter, d.attributes ->> 'district' AS district,
        max(m.day) AS "last night"
 FROM water_meter_days m JOIN devices d ON d.id = m.device_id
 WHERE m.day > (now() AT TIME ZONE 'Europe/Paris')::date - 4
-  AND d.attributes ->> 'district' IN ($district)
+  AND d.attributes ->> 'district' IN ($district) AND d.tenant IN ($tenant)
 GROUP BY 1, 2
 HAVING count(m.night_min_lph) >= 3 AND min(m.night_min_lph) >= 5
 ORDER BY 3 DESC
@@ -66,7 +70,7 @@ SELECT a.device_id AS meter, d.attributes ->> 'district' AS district, a.opened_a
        a.status, a.acknowledged_by AS "taken by"
 FROM alerts a JOIN devices d ON d.id = a.device_id
 WHERE a.type = 'offline' AND a.status <> 'cleared' AND d.kind = 'water_meter'
-  AND d.attributes ->> 'district' IN ($district)
+  AND d.attributes ->> 'district' IN ($district) AND d.tenant IN ($tenant)
 ORDER BY a.opened_at
 LIMIT 500
 """
@@ -78,7 +82,7 @@ SELECT d.id AS meter, d.lat AS latitude, d.lon AS longitude,
 FROM devices d
 LEFT JOIN water_hourly h ON h.device_id = d.id AND $__timeFilter(h.hour)
 WHERE d.kind = 'water_meter' AND d.status = 'active' AND d.lat IS NOT NULL
-  AND d.attributes ->> 'district' IN ($district)
+  AND d.attributes ->> 'district' IN ($district) AND d.tenant IN ($tenant)
 GROUP BY d.id, d.lat, d.lon, d.attributes ->> 'district'
 """
 
@@ -92,6 +96,7 @@ def build() -> db.Dashboard:
             "silent meters and a map of meters.",
             ["water"],
         )
+        .with_variable(query_variable("tenant", "Tenant", TENANTS))
         .with_variable(query_variable("district", "District", DISTRICTS))
         .with_panel(
             timeseries.Panel()
