@@ -31,6 +31,10 @@ log = logging.getLogger("territory.ingest.mqtt")
 
 # Never subscribed to: unsubscribing from it is a no-op round trip (see MqttCollector.close).
 ACK_BARRIER = "territory/ingest/ack-barrier"
+QOS0_DROPPING = (
+    "more than %d messages queued: dropping new QoS 0 messages (counted as dropped_qos0 in "
+    "the stats line); QoS 1 messages are not affected"
+)
 
 
 @dataclass(slots=True)
@@ -70,6 +74,9 @@ class Collector(Protocol):
     """What the pipeline needs from the MQTT side."""
 
     queue: deque[Inbound]
+    # QoS 0 messages dropped because the queue was past `qos0_queue_limit` (reported by the
+    # pipeline's stats line).
+    dropped_qos0: int
 
     def start(self) -> None: ...
 
@@ -319,6 +326,8 @@ class MqttCollector:
         if not self._accepting:
             return  # shutting down: left unacknowledged, redelivered to the next session
         if msg.qos == 0 and len(self.queue) >= self.config.qos0_queue_limit:
+            if not self.dropped_qos0:
+                log.warning(QOS0_DROPPING, self.config.qos0_queue_limit)
             self.dropped_qos0 += 1
             return
         # A topic outside every filter (a broker bug) goes on as native: the pipeline stores it
