@@ -5,7 +5,13 @@ since its first message, whichever comes first. Each batch is committed in one t
 holding its readings and its rejected messages; only then are its messages acknowledged to the
 broker. Transient database failures keep the batch and retry with backoff (the broker holds
 everything else meanwhile); a permanent failure isolates the offending message and rejects it.
-The next batch is collected and decoded while one is being written (see `Pipeline.run`).
+The next batch is collected and decoded while one is being written (see `Pipeline.run`). A stop
+(SIGTERM) is honoured within `shutdown_grace_s` even while a write is being retried: what is
+not committed by then stays unacknowledged, and the broker keeps it.
+
+The pipeline sees the broker through a `Collector` (ingest.collector) and the database through a
+`Writer` (ingest.writer); decoding yields typed `NewReading` / `NewRejection` objects, which
+storage turns into rows. tests/test_pipeline_core.py runs it with a fake of each.
 
 Whatever a message contains, it becomes readings or a rejected message with a reason: every
 per-message step (envelope, registry key, decoding, checks) is isolated, and an unexpected
