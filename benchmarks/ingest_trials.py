@@ -27,11 +27,10 @@ import asyncpg
 
 from benchmarks import procstat
 from benchmarks.payloads import KINDS, device_id, kind_of
-from devices.kinds import DeviceKind
 from devices.readings import ParkingReading, Reading, WasteColumnReading, WaterMeterReading
 from storage.migrate import migrate
 from storage.pool import connect
-from storage.readings import WriteBatch, prepare_writer, reading_row, write_batch
+from storage.readings import NewReading, WriteBatch, prepare_writer, write_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
@@ -656,7 +655,7 @@ class Bench:
 
     # -- database alone ----------------------------------------------------------------------
 
-    def _rows(self, count: int, n_devices: int) -> list[tuple[DeviceKind, tuple[object, ...]]]:
+    def _rows(self, count: int, n_devices: int) -> list[NewReading]:
         """The rows the ingest would write for `count` messages (ts 1 µs apart, a day ago)."""
         base = datetime.now(UTC) - timedelta(days=1)
         rows = []
@@ -670,16 +669,15 @@ class Bench:
                 reading = WasteColumnReading(ts, float(j % 100), None, 11.5, 80.0)
             else:
                 reading = ParkingReading(ts, bool(j % 2), 80.0)
-            row = reading_row(device_id(self.device_prefix, index), ts, reading)
-            rows.append((reading.kind, row))
+            rows.append(NewReading(device_id(self.device_prefix, index), ts, reading))
         self.db_seq += count
         return rows
 
     @staticmethod
-    def _batch(rows: Sequence[tuple[DeviceKind, tuple[object, ...]]]) -> WriteBatch:
+    def _batch(rows: Sequence[NewReading]) -> WriteBatch:
         wb = WriteBatch()
-        for kind, row in rows:
-            wb.add_reading(kind, row)
+        for row in rows:
+            wb.add_reading(row)
         return wb
 
     async def database_trial(self, rate: float, count: int | None = None) -> Trial:
@@ -738,11 +736,13 @@ class Bench:
                 wb = self._batch(rows[i : i + BATCH_ROWS])
                 async with conn.transaction():
                     for kind, kind_rows in wb.readings.items():
-                        from storage.readings import TABLES
+                        from storage.readings import TABLES, reading_record
 
                         spec = TABLES[kind]
                         await conn.copy_records_to_table(
-                            spec.table, records=kind_rows, columns=spec.columns
+                            spec.table,
+                            records=[reading_record(r) for r in kind_rows],
+                            columns=spec.columns,
                         )
             out["direct_copy_rows_per_s"] = n / (time.perf_counter() - t0)
         finally:

@@ -31,6 +31,10 @@ log = logging.getLogger("territory.ingest.mqtt")
 
 # Never subscribed to: unsubscribing from it is a no-op round trip (see MqttCollector.close).
 ACK_BARRIER = "territory/ingest/ack-barrier"
+QOS0_DROPPING = (
+    "more than %d messages queued: dropping new QoS 0 messages (counted as dropped_qos0 in "
+    "the stats line); QoS 1 messages are not affected"
+)
 
 
 @dataclass(slots=True)
@@ -64,12 +68,18 @@ class CollectorConfig:
     qos0_queue_limit: int = 50_000
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 15.0
+    # Retire this client id's session: resume it, unsubscribe instead of subscribing, take
+    # what the session still holds (see MqttCollector.drained), then end it (close).
+    retire: bool = False
 
 
 class Collector(Protocol):
     """What the pipeline needs from the MQTT side."""
 
     queue: deque[Inbound]
+    # QoS 0 messages dropped because the queue was past `qos0_queue_limit` (reported by the
+    # pipeline's stats line).
+    dropped_qos0: int
 
     def start(self) -> None: ...
 
@@ -158,6 +168,15 @@ class MqttCollector:
         self._packet_id = 0
         self._barrier: tuple[int, asyncio.Future[None]] | None = None
         self._window_warned = False
+        # Retiring: the UNSUBSCRIBE of this connection answered, the last PUBLISH read, QoS 1
+        # messages refused while not accepting (they stay in the session), and whether the
+        # session was ended on close.
+        self._unsubscribe_id: int | None = None
+        self.unsubscribed = False
+        self.last_delivery = time.monotonic()
+        self.left_unacked = 0
+        self.session_present: bool | None = None
+        self.session_ended = False
         self._filters = [
             (f"$share/{config.group}/{t}" if config.group else t, t, source)
             for t, source in config.topics
@@ -278,6 +297,8 @@ class MqttCollector:
                     )
         elif kind == mp.UNSUBACK:
             packet_id, _ = mp.parse_ack_reasons(body)
+            if packet_id == self._unsubscribe_id:
+                self.unsubscribed = True
             barrier = self._barrier
             if barrier is not None and barrier[0] == packet_id and not barrier[1].done():
                 barrier[1].set_result(None)
@@ -300,6 +321,7 @@ class MqttCollector:
         self.unacked = 0
         self._window_warned = False
         self.connected = True
+        self.session_present = ack.session_present
         log.info(
             "connected to %s:%s as %s (session present: %s)",
             self.config.host,
@@ -308,17 +330,32 @@ class MqttCollector:
             ack.session_present,
         )
         assert conn.transport is not None
-        conn.transport.write(
-            mp.subscribe_packet(self._next_packet_id(), [f for f, _, _ in self._filters])
-        )
+        filters = [f for f, _, _ in self._filters]
+        if self.config.retire:
+            # No new share of the group from now on; what the session holds (queued, or in
+            # flight to a process that died) still comes to us, and is processed.
+            if not ack.session_present:
+                log.warning(
+                    "no session to retire for %s: nothing was waiting", self.config.client_id
+                )
+            self.unsubscribed = False
+            self._unsubscribe_id = self._next_packet_id()
+            conn.transport.write(mp.unsubscribe_packet(self._unsubscribe_id, filters))
+            return
+        conn.transport.write(mp.subscribe_packet(self._next_packet_id(), filters))
 
     def _publish(self, first: int, body: bytes) -> None:
         msg = mp.parse_publish(first, body)
         if msg.topic_alias is not None or not msg.topic:
             raise mp.ProtocolError("topic alias used although none was allowed")
+        self.last_delivery = time.monotonic()
         if not self._accepting:
-            return  # shutting down: left unacknowledged, redelivered to the next session
+            # Shutting down: left unacknowledged, redelivered to the next session.
+            self.left_unacked += msg.qos > 0
+            return
         if msg.qos == 0 and len(self.queue) >= self.config.qos0_queue_limit:
+            if not self.dropped_qos0:
+                log.warning(QOS0_DROPPING, self.config.qos0_queue_limit)
             self.dropped_qos0 += 1
             return
         # A topic outside every filter (a broker bug) goes on as native: the pipeline stores it
@@ -403,8 +440,33 @@ class MqttCollector:
                 self._resume()
         return len(ids)
 
-    async def close(self) -> None:
+    def holds_nothing(self) -> bool:
+        """Nothing received and not yet acknowledged on this connection, nothing queued."""
+        return not self.queue and self.unacked == 0 and self.left_unacked == 0
+
+    async def drained(self, quiet_s: float = 2.0) -> None:
+        """Retiring: return once the session has nothing more for us.
+
+        That is: our UNSUBSCRIBE answered (the broker deals us no new messages), everything
+        received acknowledged, and no message for `quiet_s` since. The broker sends what it
+        queued for a session as soon as the Receive Maximum window has room, so a quiet
+        connection with an empty window means an empty session."""
+        while True:
+            if (
+                self.connected
+                and self.unsubscribed
+                and self.holds_nothing()
+                and time.monotonic() - self.last_delivery >= quiet_s
+            ):
+                return
+            await asyncio.sleep(0.1)
+
+    async def close(self, *, end_session: bool = False) -> None:
         """Stop taking messages, make sure the broker has read our last PUBACKs, disconnect.
+
+        `end_session`: disconnect with a session expiry of 0, so that the broker discards the
+        session and stops dealing it a share of the group; only done when this connection
+        holds nothing unacknowledged (else the session is kept: nothing it holds is lost).
 
         Closing the socket right after DISCONNECT while messages the broker sent us are still
         unread makes the kernel reset the connection instead of closing it, and the broker
@@ -425,7 +487,17 @@ class MqttCollector:
             except TimeoutError:
                 log.warning("no answer from the broker; the last acknowledgements may be lost")
             if not conn.transport.is_closing():
-                conn.transport.write(mp.disconnect_packet())
+                expiry: int | None = None
+                if end_session and self.holds_nothing():
+                    expiry = 0
+                    self.session_ended = True
+                elif end_session:
+                    log.error(
+                        "session of %s kept: %d messages still unacknowledged",
+                        self.config.client_id,
+                        self.unacked + self.left_unacked + len(self.queue),
+                    )
+                conn.transport.write(mp.disconnect_packet(expiry))
                 conn.transport.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(conn.lost), 5.0)

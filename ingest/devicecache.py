@@ -48,6 +48,14 @@ class DeviceCache:
     def get(self, device_id: str, identity: str = "id") -> KnownDevice | None:
         return self._by[identity].get(device_id)
 
+    def put(self, device: KnownDevice) -> None:
+        """Know a device without asking the registry (tests, tools)."""
+        self._by["id"][device.id] = device
+        if device.dev_eui:
+            self._by["dev_eui"][device.dev_eui] = device
+        if device.wmbus_id:
+            self._by["wmbus_id"][device.wmbus_id] = device
+
     def _absorb(self, records: Iterable[DeviceRecord]) -> None:
         for r in records:
             old = self._by["id"].get(r.id)

@@ -100,9 +100,13 @@ def puback_packets(packet_ids: list[int]) -> bytes:
     return b"".join([pack(0x40, 2, mid) for mid in packet_ids])
 
 
-def disconnect_packet() -> bytes:
-    """DISCONNECT (3.14) with reason Normal: the session is kept for its expiry interval."""
-    return b"\xe0\x00"
+def disconnect_packet(session_expiry_s: int | None = None) -> bytes:
+    """DISCONNECT (3.14) with reason Normal: the session is kept for its expiry interval, or
+    for `session_expiry_s` when given (0 ends it now, and the broker discards it)."""
+    if session_expiry_s is None:
+        return b"\xe0\x00"
+    props = b"\x11" + _U32.pack(session_expiry_s)
+    return _packet(0xE0, b"\x00" + varint(len(props)) + props)
 
 
 # -- framing -------------------------------------------------------------------------------------

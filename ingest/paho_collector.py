@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ingest.collector import ACK_BARRIER, CollectorConfig, Inbound
+from ingest.collector import ACK_BARRIER, QOS0_DROPPING, CollectorConfig, Inbound
 from ingest.sources import SourceKind
 
 log = logging.getLogger("territory.ingest.mqtt")
@@ -123,6 +123,8 @@ class PahoCollector:
             if not self._accepting:
                 return  # shutting down: left unacknowledged, redelivered to the next session
             if msg.qos == 0 and len(queue) >= self.config.qos0_queue_limit:
+                if not self.dropped_qos0:
+                    log.warning(QOS0_DROPPING, self.config.qos0_queue_limit)
                 self.dropped_qos0 += 1
                 return
             if msg.qos and not self._take_window_slot():

@@ -5,7 +5,13 @@ since its first message, whichever comes first. Each batch is committed in one t
 holding its readings and its rejected messages; only then are its messages acknowledged to the
 broker. Transient database failures keep the batch and retry with backoff (the broker holds
 everything else meanwhile); a permanent failure isolates the offending message and rejects it.
-The next batch is collected and decoded while one is being written (see `Pipeline.run`).
+The next batch is collected and decoded while one is being written (see `Pipeline.run`). A stop
+(SIGTERM) is honoured within `shutdown_grace_s` even while a write is being retried: what is
+not committed by then stays unacknowledged, and the broker keeps it.
+
+The pipeline sees the broker through a `Collector` (ingest.collector) and the database through a
+`Writer` (ingest.writer); decoding yields typed `NewReading` / `NewRejection` objects, which
+storage turns into rows. tests/test_pipeline_core.py runs it with a fake of each.
 
 Whatever a message contains, it becomes readings or a rejected message with a reason: every
 per-message step (envelope, registry key, decoding, checks) is isolated, and an unexpected
@@ -29,12 +35,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-import asyncpg
-
 from devices.decoders import DECODERS, Uplink
 from devices.decoders.ranges import check_ranges
 from devices.identity import VALIDATORS
-from devices.kinds import DeviceKind
 from devices.lns_objects import from_object
 from devices.native import decode_native
 from devices.readings import Reading
@@ -43,15 +46,9 @@ from devices.timestamps import DEFAULT_PAST_TOLERANCE, check_reading_time
 from ingest.collector import Collector, Inbound
 from ingest.devicecache import DeviceCache, KnownDevice
 from ingest.sources import Envelope, IdentityKind, parse
-from storage.deliveries import (
-    count_attempt,
-    delivery_attempts,
-    delivery_hash,
-    forget_stale_deliveries,
-)
-from storage.errors import is_transient
-from storage.pool import backend_identity, connect, terminate_backend
-from storage.readings import WriteBatch, WriteResult, prepare_writer, reading_row, write_batch
+from ingest.writer import PermanentWriteError, PostgresWriter, TransientWriteError, Writer
+from storage.deliveries import delivery_hash
+from storage.readings import NewReading, NewRejection, WriteBatch, WriteResult
 
 log = logging.getLogger("territory.ingest")
 
@@ -69,6 +66,9 @@ class PipelineConfig:
     past_tolerance: timedelta = DEFAULT_PAST_TOLERANCE
     device_refresh_s: float = 2.0
     shutdown_grace_s: float = 10.0
+    # Backoff between retries of a transiently failed write or lookup: doubling to the max.
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 10.0
     command_timeout_s: float = 60.0
     rejected_payload_max_bytes: int = 64 * 1024
     # Tests only (TERRITORY_TEST_CRASH_MARKER): a payload containing these bytes makes the
@@ -84,11 +84,13 @@ class PipelineConfig:
 POISON_AFTER = 2
 
 
-@dataclass
+@dataclass(slots=True)
 class Decoded:
+    """One outcome of decoding a message: a reading to store, or the message's rejection (a
+    message yields readings or one rejection, never both)."""
+
     message: Inbound
-    kind: DeviceKind | None  # None: the row is a rejection
-    row: tuple[object, ...]
+    item: NewReading | NewRejection
 
 
 class Stats:
@@ -100,31 +102,36 @@ class Stats:
         self.batches = 0
         self.retries = 0
         self.acked = 0
+        self.dropped_qos0 = 0  # the collector's count, copied in when the line is written
 
     def line(self) -> str:
         rej = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
         return (
             f"stored={self.stored} duplicates={self.duplicates} rejected[{rej}] "
             f"batches={self.batches} acked={self.acked} write_retries={self.retries} "
-            f"repeated_rejections={self.repeated_rejections}"
+            f"repeated_rejections={self.repeated_rejections} dropped_qos0={self.dropped_qos0}"
         )
 
 
 class Pipeline:
-    def __init__(self, config: PipelineConfig) -> None:
+    """Between a `Collector` (the broker side: a queue of messages, acknowledgements) and a
+    `Writer` (the database side: batches in, results or classified errors out)."""
+
+    def __init__(self, config: PipelineConfig, writer: Writer | None = None) -> None:
         self.config = config
-        self._write_options = {"rejected_payload_max_bytes": config.rejected_payload_max_bytes}
+        self.writer: Writer = writer or PostgresWriter(
+            config.database_url,
+            command_timeout_s=config.command_timeout_s,
+            rejected_payload_max_bytes=config.rejected_payload_max_bytes,
+        )
         self.cache = DeviceCache(config.device_refresh_s)
         self.stats = Stats()
-        self._conn: asyncpg.Connection | None = None  # writes only
-        self._lookup_conn: asyncpg.Connection | None = None  # registry reads while a write runs
-        self._conn_backend: tuple[int, datetime] | None = None  # the writer's server session
-        self._abandoned: tuple[int, datetime] | None = None  # one left behind by a timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
         self._waiting = False
         self._wake_at = 1  # queue length at which the MQTT side wakes the batcher
         self._queue: deque[Inbound] = deque()
+        self._stop: asyncio.Event | None = None
         self._stopping = False
         self._stop_deadline = 0.0
         # Who counts delivery attempts (storage.deliveries): a new id per process.
@@ -141,59 +148,28 @@ class Pipeline:
             self._waiting = False
             self._loop.call_soon_threadsafe(self._event.set)
 
-    # -- database connection -----------------------------------------------------------------
-
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            conn = await connect(
-                self.config.database_url, command_timeout=self.config.command_timeout_s
-            )
-            if self._abandoned is not None:
-                # A write abandoned on a connection that went silent (timed out, no reset) may
-                # still be open on the server, holding the locks of the rows this retry
-                # writes again, until the server notices: end that session first.
-                await terminate_backend(conn, *self._abandoned)
-                self._abandoned = None
-            await prepare_writer(conn)
-            self._conn = conn
-            self._conn_backend = await backend_identity(conn)
-        return self._conn
-
-    async def _lookup_connection(self) -> asyncpg.Connection:
-        if self._lookup_conn is None or self._lookup_conn.is_closed():
-            self._lookup_conn = await connect(
-                self.config.database_url, command_timeout=self.config.command_timeout_s
-            )
-        return self._lookup_conn
-
-    async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.terminate()
-            # Closing our end does not always end the server's: see _connection.
-            self._abandoned = self._conn_backend
-
-    async def _drop_lookup_connection(self) -> None:
-        if self._lookup_conn is not None:
-            conn, self._lookup_conn = self._lookup_conn, None
-            conn.terminate()
-
     async def wait_for_database(self, stop: asyncio.Event) -> bool:
         """Sink first: do not take messages from the broker before the database answers."""
         delay = 0.5
         while not stop.is_set():
             try:
-                conn = await self._connection()
-                await forget_stale_deliveries(conn)
-                await self.cache.refresh_if_due(await self._lookup_connection())
+                await self.writer.open()
+                await self.writer.refresh_devices(self.cache)
                 return True
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
+            except TransientWriteError as exc:
                 log.warning("database not reachable (%s); retrying in %.1fs", exc, delay)
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, 10.0)
         return False
+
+    def _begin_stopping(self, collector: Collector) -> None:
+        """From now on: take nothing new, flush what is in hand, give up at the deadline."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop_deadline = time.monotonic() + self.config.shutdown_grace_s
+        collector.stop_accepting()
+        log.info("stopping: flushing %d queued messages", len(collector.queue))
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -205,6 +181,7 @@ class Pipeline:
         order the messages arrived, and at most two batches are in hand."""
         self._loop = asyncio.get_running_loop()
         self._queue = collector.queue
+        self._stop = stop
         last_log = time.monotonic()
         writing: asyncio.Task[bool] | None = None
         try:
@@ -213,11 +190,8 @@ class Pipeline:
                     finished, writing = writing, None
                     if not finished.result():  # raises what the write raised
                         break
-                if stop.is_set() and not self._stopping:
-                    self._stopping = True
-                    self._stop_deadline = time.monotonic() + self.config.shutdown_grace_s
-                    collector.stop_accepting()
-                    log.info("stopping: flushing %d queued messages", len(collector.queue))
+                if stop.is_set():
+                    self._begin_stopping(collector)
                 if self._stopping and not collector.queue:
                     break
                 batch = await self._collect(collector, stop)
@@ -241,6 +215,7 @@ class Pipeline:
                     await self._refresh_devices()
                 if time.monotonic() - last_log >= 10:
                     last_log = time.monotonic()
+                    self.stats.dropped_qos0 = collector.dropped_qos0
                     log.info("%s queue=%d", self.stats.line(), len(collector.queue))
             if writing is not None:
                 await writing
@@ -250,9 +225,9 @@ class Pipeline:
                 writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
+        self.stats.dropped_qos0 = collector.dropped_qos0
         log.info("stopped: %s", self.stats.line())
-        await self._drop_connection()
-        await self._drop_lookup_connection()
+        await self.writer.close()
 
     async def _collect(self, collector: Collector, stop: asyncio.Event) -> list[Inbound]:
         queue = collector.queue
@@ -292,12 +267,8 @@ class Pipeline:
         return [queue.popleft() for _ in range(n)]
 
     async def _refresh_devices(self) -> None:
-        try:
-            await self.cache.refresh_if_due(await self._lookup_connection())
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            await self._drop_lookup_connection()
+        with contextlib.suppress(TransientWriteError):  # tried again on the next idle turn
+            await self.writer.refresh_devices(self.cache)
 
     # -- decoding ----------------------------------------------------------------------------
 
@@ -360,17 +331,16 @@ class Pipeline:
                     past_tolerance=self.config.past_tolerance,
                 )
                 check_ranges(reading)
-                out.append(Decoded(m, dev.kind, reading_row(dev.id, received, reading, env.radio)))
+                out.append(Decoded(m, NewReading(dev.id, received, reading, env.radio)))
             return out
         except Rejection as rej:
-            row = _reject_row(m, received, device_id, rej.reason, rej.detail)
-            return [Decoded(m, None, row)]
+            return [Decoded(m, _rejection(m, received, device_id, rej.reason, rej.detail))]
         except Exception as exc:  # whatever a message contains, the stream goes on
             # Not a traceback per message: a flood of them must not flood the log.
             log.warning("unexpected error decoding a message on %s: %s", m.topic, _exc_text(exc))
             detail = f"the message could not be decoded: {_exc_text(exc)}"
-            row = _reject_row(m, received, device_id, RejectReason.UNDECODABLE_PAYLOAD, detail)
-            return [Decoded(m, None, row)]
+            reason = RejectReason.UNDECODABLE_PAYLOAD
+            return [Decoded(m, _rejection(m, received, device_id, reason, detail))]
 
     def _readings(self, dev: KnownDevice, env: Envelope, received: datetime) -> list[Reading]:
         if env.native:
@@ -438,7 +408,7 @@ class Pipeline:
             if isinstance(env, Envelope) and self.cache.get(env.key, env.identity.value) is None:
                 wanted.add((env.identity.value, env.key))
         if wanted:
-            await self.cache.lookup_missing(await self._lookup_connection(), wanted)
+            await self.writer.lookup_devices(self.cache, wanted)
         out: list[Decoded] = []
         for m, parsed in zip(batch, envelopes, strict=True):
             out.extend(self._decode(m, parsed))
@@ -459,8 +429,7 @@ class Pipeline:
         hashes = {id(m): delivery_hash(m.topic, m.payload) for m in batch if m.dup and m.qos}
         attempts = await self._retrying(
             "delivery tracking",
-            lambda: self._attempts(list(hashes.values())),
-            self._drop_connection,
+            lambda: self.writer.delivery_attempts(list(hashes.values())),
             batch,
             collector,
         )
@@ -493,7 +462,6 @@ class Pipeline:
                     done = await self._retrying(
                         "delivery tracking",
                         lambda c=counted: self._count_attempt(c),  # type: ignore[misc]
-                        self._drop_connection,
                         messages,
                         collector,
                     )
@@ -502,7 +470,6 @@ class Pipeline:
                 decoded = await self._retrying(
                     "device lookup",
                     lambda ms=messages, q=quarantined: self._decode_all(ms, q),  # type: ignore[misc]
-                    self._drop_lookup_connection,
                     messages,
                     collector,
                 )
@@ -512,11 +479,8 @@ class Pipeline:
             self._tracked = {}
         return True
 
-    async def _attempts(self, hashes: list[bytes]) -> dict[bytes, int]:
-        return await delivery_attempts(await self._connection(), hashes)
-
     async def _count_attempt(self, hashes: list[bytes]) -> bool:
-        await count_attempt(await self._connection(), hashes, self._process)
+        await self.writer.count_attempt(hashes, self._process)
         return True
 
     # -- writing -----------------------------------------------------------------------------
@@ -528,7 +492,6 @@ class Pipeline:
         return await self._retrying(
             "device lookup",
             lambda: self._decode_all(batch),
-            self._drop_lookup_connection,
             batch,
             collector,
         )
@@ -542,7 +505,7 @@ class Pipeline:
             await self._write(decoded)
             return True
 
-        if await self._retrying("write", write, self._drop_connection, batch, collector) is None:
+        if await self._retrying("write", write, batch, collector) is None:
             return False
         self.stats.batches += 1
         self.stats.acked += collector.ack(batch)
@@ -552,75 +515,77 @@ class Pipeline:
         self,
         what: str,
         attempt: Callable[[], Awaitable[T]],
-        reconnect: Callable[[], Awaitable[None]],
         batch: list[Inbound],
         collector: Collector,
     ) -> T | None:
-        """`attempt()` until it succeeds; a transient database failure drops the connection
-        and backs off (0.2 s doubling to 10 s). None: given up at shutdown."""
-        delay = 0.2
+        """`attempt()` until it succeeds; a transient database failure backs off (0.2 s
+        doubling to 10 s by default) and tries again. None: given up at shutdown."""
+        delay = self.config.retry_initial_s
         while True:
             try:
                 return await attempt()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                await reconnect()
+            except TransientWriteError as exc:
                 if not await self._back_off(what, exc, delay, batch, collector):
                     return None
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, self.config.retry_max_s)
 
     async def _back_off(
         self, what: str, exc: Exception, delay: float, batch: list[Inbound], collector: Collector
     ) -> bool:
-        """Wait before a retry; False when shutting down and the retry would come too late."""
+        """Wait before a retry; False when shutting down and the retry would come too late.
+
+        The stop signal is watched here too: during a database outage the pipeline sits in
+        this loop, not between batches, and must still stop within its grace period, leaving
+        everything unacknowledged for the broker to keep."""
         self.stats.retries += 1
-        if self._stopping and time.monotonic() + delay > self._stop_deadline:
-            log.error(
-                "database still unavailable at shutdown; %d messages left "
-                "unacknowledged for redelivery",
-                len(batch) + len(collector.queue),
-            )
-            return False
-        log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
-        await asyncio.sleep(delay)
-        return True
+        log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+        stop = self._stop
+        retry_at = time.monotonic() + delay
+        while True:
+            if stop is not None and stop.is_set():
+                self._begin_stopping(collector)
+            if self._stopping and retry_at > self._stop_deadline:
+                log.error(
+                    "database still unavailable at shutdown; %d messages left "
+                    "unacknowledged for redelivery",
+                    len(batch) + len(collector.queue),
+                )
+                return False
+            left = retry_at - time.monotonic()
+            if left <= 0:
+                return True
+            if stop is None or stop.is_set():
+                await asyncio.sleep(left)
+            else:
+                await _sleep_or_stop(stop, left)
 
     async def _write(self, decoded: list[Decoded]) -> None:
-        conn = await self._connection()
         try:
-            result = await write_batch(conn, self._to_batch(decoded), **self._write_options)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
+            result = await self.writer.write(self._to_batch(decoded))
+        except PermanentWriteError as exc:
             log.error("batch write failed permanently (%s); isolating the bad message(s)", exc)
-            await self._write_one_by_one(conn, decoded)
+            await self._write_one_by_one(decoded)
             return
         self._count(decoded, result)
 
-    async def _write_one_by_one(self, conn: asyncpg.Connection, decoded: list[Decoded]) -> None:
+    async def _write_one_by_one(self, decoded: list[Decoded]) -> None:
         groups: dict[int, list[Decoded]] = {}
         for d in decoded:  # all the rows of one message stand or fall together
             groups.setdefault(id(d.message), []).append(d)
         for group in groups.values():
             try:
-                result = await write_batch(conn, self._to_batch(group), **self._write_options)
+                result = await self.writer.write(self._to_batch(group))
                 self._count(group, result)
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
+            except PermanentWriteError as exc:
                 m = group[0].message
                 received = datetime.fromtimestamp(m.received_at, UTC)
-                first = group[0]
-                dev_id = str(first.row[0] if first.kind is not None else first.row[2] or "")
-                detail = f"{type(exc).__name__}: {exc}"
-                row = _reject_row(m, received, dev_id, WRITE_FAILED, detail)
-                rejected = self._to_batch([Decoded(m, None, row)])
+                first = group[0].item
+                detail = str(exc)
+                rejection = _rejection(m, received, first.device_id, WRITE_FAILED, detail)
+                rejected = self._to_batch([Decoded(m, rejection)])
                 try:
-                    await write_batch(conn, rejected, **self._write_options)
-                except Exception as again:
-                    if is_transient(again):
-                        raise
+                    await self.writer.write(rejected)
+                except PermanentWriteError as again:
                     # Even the rejected row was refused (a topic the database cannot store?):
                     # keep what can be kept rather than stop the stream on it.
                     log.error(
@@ -628,11 +593,12 @@ class Pipeline:
                         "and payload",
                         again,
                     )
-                    rejected.rejections = [
-                        (received, repr(m.topic)[:200], None, WRITE_FAILED, detail[:2000], b"")
-                    ]
+                    bare = NewRejection(
+                        received, repr(m.topic)[:200], None, WRITE_FAILED, rejection.detail, b""
+                    )
+                    rejected.rejections = [bare]
                     rejected.redelivered_groups = set()
-                    await write_batch(conn, rejected, **self._write_options)
+                    await self.writer.write(rejected)
                 self.stats.rejected[WRITE_FAILED] += 1
 
     def _count(self, decoded: Sequence[Decoded], result: WriteResult) -> None:
@@ -642,12 +608,12 @@ class Pipeline:
         if result.conflicting:
             self.stats.rejected[RejectReason.CONFLICTING_DUPLICATE.value] += result.conflicting
         for d in decoded:
-            if d.kind is None:
-                self.stats.rejected[str(d.row[3])] += 1
+            if isinstance(d.item, NewRejection):
+                self.stats.rejected[d.item.reason] += 1
 
     def _to_batch(self, decoded: Sequence[Decoded]) -> WriteBatch:
-        """The rows to write, each tagged with its message's position (its group): the rows of
-        one message are consecutive in `decoded`."""
+        """What to write, each item tagged with its message's position (its group): the items
+        of one message are consecutive in `decoded`."""
         wb = WriteBatch()
         messages: list[Inbound] = []
         last: Inbound | None = None
@@ -657,18 +623,23 @@ class Pipeline:
                 last = d.message
                 messages.append(last)
                 group += 1
-            if d.kind is None:
-                wb.add_rejection(d.row, group)
+            if isinstance(d.item, NewReading):
+                wb.add_reading(d.item, group)
             else:
-                wb.add_reading(d.kind, d.row, group)
+                wb.add_rejection(d.item, group)
 
-        def conflict(group: int, detail: str) -> tuple[object, ...]:
+        def conflict(group: int, detail: str) -> NewRejection:
             m = messages[group]
             received = datetime.fromtimestamp(m.received_at, UTC)
             device_id = next(
-                (str(d.row[0]) for d in decoded if d.message is m and d.kind is not None), None
+                (
+                    d.item.device_id
+                    for d in decoded
+                    if d.message is m and isinstance(d.item, NewReading)
+                ),
+                None,
             )
-            return _reject_row(m, received, device_id, RejectReason.CONFLICTING_DUPLICATE, detail)
+            return _rejection(m, received, device_id, RejectReason.CONFLICTING_DUPLICATE, detail)
 
         wb.conflict_rejection = conflict
         tracked = self._tracked
@@ -705,12 +676,14 @@ def _clean_text(text: str) -> str:
     return text
 
 
-def _reject_row(
+def _rejection(
     m: Inbound, received: datetime, device_id: str | None, reason: str, detail: str
-) -> tuple[object, ...]:
+) -> NewRejection:
     if device_id is not None and not VALIDATORS["id"](device_id):
         device_id = None  # not a registered device's: the topic and payload say the rest
-    return (received, m.topic, device_id, str(reason), _clean_text(detail[:2000]), m.payload)
+    return NewRejection(
+        received, m.topic, device_id, str(reason), _clean_text(detail[:2000]), m.payload
+    )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

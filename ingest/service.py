@@ -26,7 +26,16 @@ def source_topics(settings: Settings) -> list[tuple[str, SourceKind]]:
     return topics
 
 
-async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> None:
+# Retiring: how long the resumed session must stay silent, everything acknowledged, before it
+# counts as empty (see MqttCollector.drained).
+RETIRE_QUIET_S = 2.0
+
+
+async def run_ingest(
+    settings: Settings, stop: asyncio.Event | None = None, *, retire: bool = False
+) -> bool:
+    """Run until `stop`. `retire`: take what this client id's session holds, store and
+    acknowledge it, then end the session (docs/deployment.md); True when the session ended."""
     settings.require_services()
     stop = stop or asyncio.Event()
     pipeline = Pipeline(
@@ -45,7 +54,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> N
     )
     target = settings.mqtt
     collector_class: type[MqttCollector] | type[PahoCollector] = (
-        PahoCollector if settings.mqtt_client == "paho" else MqttCollector
+        PahoCollector if settings.mqtt_client == "paho" and not retire else MqttCollector
     )
     collector: Collector = collector_class(
         CollectorConfig(
@@ -59,16 +68,42 @@ async def run_ingest(settings: Settings, stop: asyncio.Event | None = None) -> N
             keepalive_s=settings.mqtt_keepalive_s,
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,
+            retire=retire,
         ),
         wake=pipeline.wake,
     )
     if not await pipeline.wait_for_database(stop):
-        return
+        return False
+    if not retire:
+        collector.start()
+        try:
+            await pipeline.run(collector, stop)
+        finally:
+            await collector.close()
+        return False
+    assert isinstance(collector, MqttCollector)
+    return await _retire(pipeline, collector, stop)
+
+
+async def _retire(pipeline: Pipeline, collector: MqttCollector, stop: asyncio.Event) -> bool:
+    client_id = collector.config.client_id
+    log.info("retiring %s: taking what its session holds, then ending it", client_id)
     collector.start()
+    drained = asyncio.ensure_future(collector.drained(RETIRE_QUIET_S))
+    drained.add_done_callback(lambda _: stop.set())
     try:
         await pipeline.run(collector, stop)
     finally:
-        await collector.close()
+        finished = drained.done() and not drained.cancelled()
+        drained.cancel()
+        # Interrupted (a signal, the database gone at shutdown): the session is kept, and
+        # what it holds with it.
+        await collector.close(end_session=finished)
+    if collector.session_ended:
+        log.info("retired %s: its session is ended; the group deals it no more", client_id)
+    else:
+        log.error("%s not retired: its session is kept; run --retire again", client_id)
+    return collector.session_ended
 
 
 def _test_crash_marker() -> bytes | None:
@@ -78,12 +113,13 @@ def _test_crash_marker() -> bytes | None:
     return marker.encode() if len(marker) >= 16 else None
 
 
-def main(settings: Settings) -> None:
-    async def _main() -> None:
+def main(settings: Settings, *, retire: bool = False) -> int:
+    async def _main() -> bool:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_ingest(settings, stop)
+        return await run_ingest(settings, stop, retire=retire)
 
-    asyncio.run(_main())
+    retired = asyncio.run(_main())
+    return 0 if retired or not retire else 1

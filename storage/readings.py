@@ -83,9 +83,8 @@ TABLES: dict[DeviceKind, TableSpec] = {
     ),
 }
 
-# What the ingest hands over for each rejected message: (received_at, topic, device_id, reason,
-# detail, payload). The stored row adds the payload's original size, its SHA-256 and whether
-# the stored bytes were cut (see `rejected_rows`).
+# The stored row of a rejected message: the `NewRejection` and its payload's original size,
+# SHA-256 and whether the stored bytes were cut (see `rejected_rows`).
 REJECT_COLUMNS = (
     "received_at",
     "topic",
@@ -106,43 +105,82 @@ REDELIVERY_WINDOW = timedelta(days=8)
 Row = tuple[Any, ...]
 
 
-def reading_row(
-    device_id: str, received_at: datetime, r: Reading, radio: RadioMeta | None = None
-) -> Row:
-    spec = TABLES[r.kind]
+# Not frozen: one of each per message on the ingest's hot path, and a frozen dataclass takes
+# about four times as long to build.
+@dataclass(slots=True)
+class NewReading:
+    """A reading to store: what the ingest hands over; storage turns it into a COPY record."""
+
+    device_id: str
+    received_at: datetime
+    reading: Reading
+    radio: RadioMeta | None = None
+
+    @property
+    def kind(self) -> DeviceKind:
+        return self.reading.kind
+
+
+@dataclass(slots=True)
+class NewRejection:
+    """A message stored as rejected, with its raw bytes and a reason code."""
+
+    received_at: datetime
+    topic: str
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+
+
+def _values(spec: TableSpec, r: Reading) -> list[Any]:
+    """The reading's stored values, in `spec.reading_fields` order."""
     values = [getattr(r, f) for f in spec.reading_fields]
     if "alarms" in spec.reading_fields:
         i = spec.reading_fields.index("alarms")
         values[i] = list(values[i])
-    return (device_id, r.ts, received_at, *values, *(radio or _NO_RADIO).values())
+    return values
+
+
+def reading_record(new: NewReading) -> Row:
+    """The COPY record of a reading, in `TABLES[kind].columns` order."""
+    r = new.reading
+    return (
+        new.device_id,
+        r.ts,
+        new.received_at,
+        *_values(TABLES[r.kind], r),
+        *(new.radio or _NO_RADIO).values(),
+    )
 
 
 @dataclass
 class WriteBatch:
-    """Rows to store in one transaction.
+    """Readings and rejected messages to store in one transaction.
 
-    `groups` gives, for each reading row, the message it came from (the rows of one message
-    stand or fall together); `conflict_rejection(group, detail)` builds the rejected-message row
+    `groups` gives, for each reading, the message it came from (the readings of one message
+    stand or fall together); `conflict_rejection(group, detail)` builds the rejected message
     for a message whose reading conflicts with a stored one. Without it (tools, benchmarks) a
-    conflicting row is skipped like a duplicate. `redelivered_groups`: messages the broker
+    conflicting reading is skipped like a duplicate. `redelivered_groups`: messages the broker
     redelivered, whose rejection is not stored again when it already is (`rejection_groups`
-    maps each rejection row to its message). `settled`: delivery-tracking hashes of messages
+    maps each rejection to its message). `settled`: delivery-tracking hashes of messages
     this transaction stores (storage.deliveries), deleted with it."""
 
-    readings: dict[DeviceKind, list[Row]] = field(default_factory=dict)
-    rejections: list[Row] = field(default_factory=list)
+    readings: dict[DeviceKind, list[NewReading]] = field(default_factory=dict)
+    rejections: list[NewRejection] = field(default_factory=list)
     groups: dict[DeviceKind, list[int]] = field(default_factory=dict)
     rejection_groups: list[int] = field(default_factory=list)
-    conflict_rejection: Callable[[int, str], Row] | None = None
+    conflict_rejection: Callable[[int, str], NewRejection] | None = None
     redelivered_groups: set[int] = field(default_factory=set)
     settled: list[bytes] = field(default_factory=list)
 
-    def add_reading(self, kind: DeviceKind, row: Row, group: int = -1) -> None:
-        self.readings.setdefault(kind, []).append(row)
+    def add_reading(self, reading: NewReading, group: int = -1) -> None:
+        kind = reading.reading.kind
+        self.readings.setdefault(kind, []).append(reading)
         self.groups.setdefault(kind, []).append(group)
 
-    def add_rejection(self, row: Row, group: int = -1) -> None:
-        self.rejections.append(row)
+    def add_rejection(self, rejection: NewRejection, group: int = -1) -> None:
+        self.rejections.append(rejection)
         self.rejection_groups.append(group)
 
     def __len__(self) -> int:
@@ -184,14 +222,15 @@ async def write_batch(
     rejections = batch.rejections
     async with conn.transaction():
         readings = [(TABLES[k], rows) for k, rows in batch.readings.items() if rows]
+        records = [(spec, [reading_record(r) for r in rows]) for spec, rows in readings]
         try:
             async with conn.transaction():  # a savepoint
-                for spec, rows in readings:
-                    await conn.copy_records_to_table(spec.table, records=rows, columns=spec.columns)
-            inserted = offered = sum(len(rows) for _, rows in readings)
+                for spec, recs in records:
+                    await conn.copy_records_to_table(spec.table, records=recs, columns=spec.columns)
+            inserted = offered = sum(len(recs) for _, recs in records)
         except asyncpg.UniqueViolationError:
             if batch.conflict_rejection is not None:
-                readings, conflicts = await _without_conflicts(conn, batch)
+                kept, conflicts = await _without_conflicts(conn, batch)
                 if conflicts:
                     conflicting = len(conflicts)
                     rejections = list(rejections)
@@ -200,19 +239,20 @@ async def write_batch(
                         rejections.append(batch.conflict_rejection(group, detail))
                         groups.append(group)
                     batch = _with_rejections(batch, rejections, groups)
-            for spec, rows in readings:
-                await conn.copy_records_to_table(spec.stage, records=rows, columns=spec.columns)
+                    records = [(spec, [reading_record(r) for r in rows]) for spec, rows in kept]
+            for spec, recs in records:
+                await conn.copy_records_to_table(spec.stage, records=recs, columns=spec.columns)
                 cols = ", ".join(spec.columns)
                 status = await conn.execute(
                     f"INSERT INTO {spec.table} ({cols}) SELECT {cols} FROM {spec.stage} "
                     "ON CONFLICT (device_id, ts) DO NOTHING"
                 )
                 inserted += int(status.rsplit(" ", 1)[1])
-                offered += len(rows)
+                offered += len(recs)
         if rejections and batch.redelivered_groups:
-            kept = await _not_stored_yet(conn, batch, rejections)
-            repeated = len(rejections) - len(kept)
-            rejections = kept
+            kept_rejections = await _not_stored_yet(conn, batch, rejections)
+            repeated = len(rejections) - len(kept_rejections)
+            rejections = kept_rejections
         if rejections:
             await conn.copy_records_to_table(
                 "rejected_messages",
@@ -226,7 +266,9 @@ async def write_batch(
     return WriteResult(inserted, offered - inserted, len(rejections), conflicting, repeated)
 
 
-def _with_rejections(batch: WriteBatch, rejections: list[Row], groups: list[int]) -> WriteBatch:
+def _with_rejections(
+    batch: WriteBatch, rejections: list[NewRejection], groups: list[int]
+) -> WriteBatch:
     return WriteBatch(
         readings=batch.readings,
         rejections=rejections,
@@ -240,17 +282,17 @@ def _with_rejections(batch: WriteBatch, rejections: list[Row], groups: list[int]
 
 async def _without_conflicts(
     conn: asyncpg.Connection, batch: WriteBatch
-) -> tuple[list[tuple[TableSpec, list[Row]]], dict[int, str]]:
-    """The batch's reading rows minus those of messages whose reading differs from the one
-    stored (or from an earlier row of the same batch) at the same (device, ts); and, for each
-    such message, a sentence naming both values."""
+) -> tuple[list[tuple[TableSpec, list[NewReading]]], dict[int, str]]:
+    """The batch's readings minus those of messages whose reading differs from the one
+    stored (or from an earlier reading of the same batch) at the same (device, ts); and, for
+    each such message, a sentence naming both values."""
     conflicts: dict[int, str] = {}
     for kind, rows in batch.readings.items():
         if not rows:
             continue
         spec = TABLES[kind]
         n = len(spec.reading_fields)
-        keys = list({(r[0], r[1]) for r in rows})
+        keys = list({(r.device_id, r.reading.ts) for r in rows})
         stored_rows = await conn.fetch(
             f"SELECT t.device_id, t.ts, {', '.join('t.' + f for f in spec.reading_fields)} "
             f"FROM {spec.table} t JOIN unnest($1::text[], $2::timestamptz[]) AS k(device_id, ts) "
@@ -263,8 +305,8 @@ async def _without_conflicts(
         }
         groups = batch.groups.get(kind) or [-1] * len(rows)
         for row, group in zip(rows, groups, strict=True):
-            key = (row[0], row[1])
-            values = tuple(row[3 : 3 + n])
+            key = (row.device_id, row.reading.ts)
+            values = tuple(_values(spec, row.reading))
             ref = reference.setdefault(key, values)
             if ref != values and group not in conflicts:
                 diff = "; ".join(
@@ -273,12 +315,12 @@ async def _without_conflicts(
                     if a != b
                 )
                 conflicts[group] = (
-                    f"device {row[0]!r} already has a different reading at "
-                    f"{row[1].isoformat()} ({diff})"
+                    f"device {row.device_id!r} already has a different reading at "
+                    f"{row.reading.ts.isoformat()} ({diff})"
                 )
     if not conflicts:
         return [(TABLES[k], rows) for k, rows in batch.readings.items() if rows], {}
-    kept: list[tuple[TableSpec, list[Row]]] = []
+    kept: list[tuple[TableSpec, list[NewReading]]] = []
     for kind, rows in batch.readings.items():
         groups = batch.groups.get(kind) or [-1] * len(rows)
         left = [r for r, g in zip(rows, groups, strict=True) if g not in conflicts]
@@ -288,8 +330,8 @@ async def _without_conflicts(
 
 
 async def _not_stored_yet(
-    conn: asyncpg.Connection, batch: WriteBatch, rejections: list[Row]
-) -> list[Row]:
+    conn: asyncpg.Connection, batch: WriteBatch, rejections: list[NewRejection]
+) -> list[NewRejection]:
     """The rejections minus those of redelivered messages already stored with the same topic,
     payload (by the SHA-256 of the whole payload, as a stored one may be cut) and reason (the
     ingest died, or lost its connection, after committing them and
@@ -299,7 +341,6 @@ async def _not_stored_yet(
     suspects = [i for i, g in enumerate(groups) if g in batch.redelivered_groups]
     if not suspects:
         return rejections
-    t, reason, payload = (REJECT_COLUMNS.index(c) for c in ("topic", "reason", "payload"))
     found = await conn.fetch(
         """
         SELECT c.i FROM unnest($1::int[], $2::text[], $3::text[], $4::bytea[])
@@ -310,9 +351,9 @@ async def _not_stored_yet(
               AND r.reason = c.reason AND r.payload_sha256 = sha256(c.payload))
         """,
         suspects,
-        [rejections[i][t] for i in suspects],
-        [rejections[i][reason] for i in suspects],
-        [rejections[i][payload] for i in suspects],
+        [rejections[i].topic for i in suspects],
+        [rejections[i].reason for i in suspects],
+        [rejections[i].payload for i in suspects],
         REDELIVERY_WINDOW,
     )
     already = {r["i"] for r in found}
@@ -511,19 +552,19 @@ async def aggregate(
 # Rejected messages
 
 
-def rejected_rows(rows: Iterable[Row], max_payload_bytes: int) -> list[Row]:
+def rejected_rows(rows: Iterable[NewRejection], max_payload_bytes: int) -> list[Row]:
     """The stored form of rejected messages: the payload cut to `max_payload_bytes`, with the
     original size, the SHA-256 of the whole payload and a truncated flag beside it."""
     out: list[Row] = []
-    for received_at, topic, device_id, reason, detail, payload in rows:
-        raw = bytes(payload)
+    for r in rows:
+        raw = bytes(r.payload)
         out.append(
             (
-                received_at,
-                topic,
-                device_id,
-                reason,
-                detail,
+                r.received_at,
+                r.topic,
+                r.device_id,
+                r.reason,
+                r.detail,
                 raw[:max_payload_bytes],
                 len(raw),
                 hashlib.sha256(raw).digest(),

@@ -72,11 +72,10 @@ def cmd_migrate(settings: Settings) -> int:
     return 0
 
 
-def cmd_ingest(settings: Settings) -> int:
+def cmd_ingest(settings: Settings, retire: bool = False) -> int:
     from ingest.service import main
 
-    main(settings)
-    return 0
+    return main(settings, retire=retire)
 
 
 def cmd_worker(settings: Settings, once: bool) -> int:
@@ -277,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="run the MQTT → database ingest service")
     ing.add_argument("--client-id", help="fixed MQTT client id (persistent session)")
     ing.add_argument("--group", help="shared subscription group, for several ingest processes")
+    ing.add_argument(
+        "--retire",
+        action="store_true",
+        help="retire the member --client-id: store and acknowledge what its session holds, "
+        "then end the session (exit 0 once done)",
+    )
     wrk = sub.add_parser("worker", help="keep derived data and alerts current")
     wrk.add_argument("--once", action="store_true", help="run every job once, then exit")
     api = sub.add_parser("api", help="run the HTTP API")
@@ -325,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     overrides: dict[str, object] = {}
     if args.command == "ingest":
+        if args.retire and not args.client_id:
+            build_parser().error("--retire needs the --client-id of the member to retire")
         if args.client_id:
             overrides["mqtt_client_id"] = args.client_id
         if args.group:
@@ -333,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         return cmd_migrate(settings)
     if args.command == "ingest":
-        return cmd_ingest(settings)
+        return cmd_ingest(settings, args.retire)
     if args.command == "worker":
         return cmd_worker(settings, args.once)
     if args.command == "api":

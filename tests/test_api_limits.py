@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.schemas import ReadingPage
-from storage.readings import WriteBatch, purge_rejected, write_batch
+from storage.readings import NewRejection, WriteBatch, purge_rejected, write_batch
 from territory.config import Settings
 from tests.conftest import ADMIN_KEY, Publisher, make_settings, wait_for
 
@@ -396,7 +396,10 @@ def reject(
     **options: int,
 ) -> None:
     when = received_at or datetime.now(UTC)
-    rows = [(when, f"devices/{dev}/telemetry", dev, "malformed_json", "test", p) for p in payloads]
+    rows = [
+        NewRejection(when, f"devices/{dev}/telemetry", dev, "malformed_json", "test", p)
+        for p in payloads
+    ]
     db(settings, lambda conn: write_batch(conn, WriteBatch(rejections=rows), **options))
 
 

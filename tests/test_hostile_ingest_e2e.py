@@ -368,8 +368,7 @@ def test_a_redelivered_rejection_is_stored_once(settings: Settings, uid: str) ->
             # Not a redelivery: the same bytes published twice are two messages.
             await pipeline._write(await pipeline._decode_all([first]))
         finally:
-            await pipeline._drop_connection()
-            await pipeline._drop_lookup_connection()
+            await pipeline.writer.close()
 
     asyncio.run(run())
     assert [r["reason"] for r in rejections(settings, topic)] == ["unknown_device"] * 2
@@ -422,8 +421,7 @@ def test_redelivered_messages_are_processed_alone_then_quarantined(
             return acks.acked, left
         finally:
             await conn.close()
-            await pipeline._drop_connection()
-            await pipeline._drop_lookup_connection()
+            await pipeline.writer.close()
 
     acked, left = asyncio.run(run())
     assert acked == [1, 2, 3]  # in arrival order, all of them

@@ -31,7 +31,7 @@ from devices.timestamps import EARLIEST
 from ingest.collector import Inbound
 from ingest.pipeline import Decoded, Pipeline, PipelineConfig
 from ingest.sources import Envelope, SourceKind, parse
-from storage.readings import TABLES
+from storage.readings import TABLES, NewReading, NewRejection, reading_record
 from storage.registry import DeviceRecord
 
 SETTINGS = settings(
@@ -73,7 +73,7 @@ def _record(
 
 
 def _pipeline() -> Pipeline:
-    pipeline = Pipeline(PipelineConfig(database_url="postgresql://unused"))
+    pipeline = Pipeline(PipelineConfig(database_url="postgresql://unused"), _NoDatabase())
     records = [_record(dev, kind) for dev, kind in NATIVE.items()]
     for eui, (name, dec) in zip(EUIS, DECODERS.items(), strict=False):
         records.append(_record(f"lns-{name}", dec.info.kind, dev_eui=eui, decoder=name))
@@ -84,17 +84,19 @@ def _pipeline() -> Pipeline:
     )
     records.append(_record("wmb-1", DeviceKind.WATER_METER, wmbus_id=METER, decoder="wmbusmeters"))
     pipeline.cache._absorb(records)
+    return pipeline
 
-    async def lookup_missing(conn: object, wanted: Any) -> None:
-        for identity, key in wanted:  # what would reach SQL
+
+class _NoDatabase:
+    """The registry lookups a decode step asks for, checked: only keys a registered device
+    can have would reach SQL."""
+
+    async def lookup_devices(self, cache: object, wanted: set[tuple[str, str]]) -> None:
+        for identity, key in wanted:
             assert VALIDATORS[identity](key), (identity, key)
 
-    async def no_connection() -> None:
-        return None
-
-    pipeline.cache.lookup_missing = lookup_missing  # type: ignore[method-assign]
-    pipeline._lookup_connection = no_connection  # type: ignore[method-assign]
-    return pipeline
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the decode step used the database ({name})")
 
 
 PIPELINE = _pipeline()
@@ -373,20 +375,20 @@ def _storable_text(value: object) -> bool:
 
 def _check_outcome(m: Inbound, decoded: list[Decoded]) -> None:
     assert decoded, "a message must yield readings or a rejection"
-    rejections = [d for d in decoded if d.kind is None]
+    rejections = [d.item for d in decoded if isinstance(d.item, NewRejection)]
     if rejections:
         assert len(decoded) == 1, "a message is either rejected or stored, never both"
-        _, topic, device_id, reason, detail, payload = rejections[0].row
-        assert reason in REASONS
-        assert detail and _storable_text(detail)
-        assert device_id is None or VALIDATORS["id"](str(device_id))
-        assert (topic, payload) == (m.topic, m.payload)
+        rej = rejections[0]
+        assert rej.reason in REASONS
+        assert rej.detail and _storable_text(rej.detail)
+        assert rej.device_id is None or VALIDATORS["id"](rej.device_id)
+        assert (rej.topic, rej.payload) == (m.topic, m.payload)
         return
     received = datetime.fromtimestamp(m.received_at, UTC)
     for d in decoded:
-        assert d.kind is not None
-        spec = TABLES[d.kind]
-        row: dict[str, Any] = dict(zip(spec.columns, d.row, strict=True))
+        assert isinstance(d.item, NewReading)
+        spec = TABLES[d.item.kind]
+        row: dict[str, Any] = dict(zip(spec.columns, reading_record(d.item), strict=True))
         assert VALIDATORS["id"](row["device_id"])
         ts = row["ts"]
         assert EARLIEST <= ts <= received + timedelta(minutes=10)
@@ -438,6 +440,10 @@ def test_decode_step_yields_readings_or_a_typed_rejection(source: SourceKind) ->
     check()
 
 
+def _reason(d: Decoded) -> str | None:
+    return d.item.reason if isinstance(d.item, NewRejection) else None
+
+
 def test_the_two_reported_killers_are_rejections() -> None:
     """The 10,000-deep array on wmbusmeters and a TTS device id holding a NUL."""
     deep = _nested(10_000)
@@ -449,8 +455,8 @@ def test_the_two_reported_killers_are_rejections() -> None:
     )
     ((m1, d1),) = _outcomes(SourceKind.WMBUSMETERS, [("wmbusmeters/x", deep)])
     ((m2, d2),) = _outcomes(SourceKind.TTS, [("v3/a/devices/dev\x00one/up", nul)])
-    assert [d.row[3] for d in d1] == ["malformed_json"]
-    assert [d.row[3] for d in d2] == ["unknown_device"]
+    assert [_reason(d) for d in d1] == ["malformed_json"]
+    assert [_reason(d) for d in d2] == ["unknown_device"]
     _check_outcome(m1, d1)
     _check_outcome(m2, d2)
 

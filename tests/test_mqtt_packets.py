@@ -10,7 +10,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest import mqtt_packets as mp
-from ingest.collector import topic_matches
+from ingest.collector import CollectorConfig, MqttCollector, topic_matches
+from ingest.sources import SourceKind
 
 
 @pytest.mark.parametrize(
@@ -161,6 +162,14 @@ def test_unsubscribe_puback_pingreq_disconnect() -> None:
     assert mp.disconnect_packet() == b"\xe0\x00"
 
 
+def test_disconnect_that_ends_the_session() -> None:
+    # Reason 0, properties of 5 bytes: Session Expiry Interval (0x11) = 0 (MQTT 5, 3.14.2.2.2).
+    assert mp.disconnect_packet(0) == b"\xe0\x07\x00\x05\x11\x00\x00\x00\x00"
+    props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 0
+    assert mp.disconnect_packet(0)[3:] == props.pack()  # type: ignore[no-untyped-call]
+
+
 def test_connack_with_server_keep_alive_and_a_refusal() -> None:
     ack = mp.parse_connack(b"\x01\x00\x03\x13\x00\x3c")
     assert ack.session_present and ack.reason == 0
@@ -213,3 +222,24 @@ def test_topic_filters(topic_filter: str, topic: str, matches: bool) -> None:
 def test_truncated_properties_are_a_protocol_error(props: bytes) -> None:
     with pytest.raises(mp.ProtocolError):
         mp.parse_properties(props, 0)
+
+
+def test_qos0_messages_past_the_queue_limit_are_dropped_and_counted() -> None:
+    """QoS 0 messages beyond `qos0_queue_limit` queued are counted, QoS 1 ones never dropped;
+    the count is what the pipeline's stats line reports as dropped_qos0."""
+    config = CollectorConfig(
+        "localhost", 1883, None, None, "c", [("d/+/telemetry", SourceKind.NATIVE)],
+        qos0_queue_limit=3,
+    )  # fmt: skip
+    collector = MqttCollector(config, wake=lambda: None)
+    for i in range(5):
+        packet = publish_packet(f"d/q0-{i}/telemetry", b"{}", qos=0)
+        first, start, end = mp.next_frame(packet, 0) or (0, 0, 0)
+        collector._publish(first, packet[start:end])
+    packet = publish_packet("d/q1/telemetry", b"{}", qos=1, packet_id=7)
+    first, start, end = mp.next_frame(packet, 0) or (0, 0, 0)
+    collector._publish(first, packet[start:end])
+    assert [m.topic for m in collector.queue] == [
+        "d/q0-0/telemetry", "d/q0-1/telemetry", "d/q0-2/telemetry", "d/q1/telemetry"
+    ]  # fmt: skip
+    assert collector.dropped_qos0 == 2

@@ -350,6 +350,32 @@ class Ingest:
             )
             assert self.alive, f"{self.client_id} exited:\n{self.tail()}"
 
+    def retire(self, timeout: float = 60) -> tuple[int, float]:
+        """`territory ingest --retire` with this client id (and group): run until it exits by
+        itself; returns its exit code and how long it ran."""
+        assert not self.alive, "retire a member whose process is gone"
+        cmd = [sys.executable, "-m", "territory.cli", "ingest", "--client-id", self.client_id]
+        if self.group:
+            cmd += ["--group", self.group]
+        cmd.append("--retire")
+        t0 = time.monotonic()
+        with self.log_path.open("ab") as log:
+            log.write(f"=== faults: start {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"{self.client_id} --retire still running after {timeout:.0f}s:\n{self.tail()}"
+            ) from None
+        self.exit_codes.append(code)
+        return code, time.monotonic() - t0
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

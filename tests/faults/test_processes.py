@@ -186,3 +186,60 @@ def test_shared_group_member_that_never_returns(scenario: Scenario) -> None:
     assert c.published == c.stored == stream.count
     for m in [*survivors, heir]:
         assert m.terminate()[0] == 0, m.tail()
+
+
+def test_shared_group_member_killed_then_retired(scenario: Scenario) -> None:
+    """The lossless way to remove a member: `territory ingest --retire` with its client id.
+
+    A group of two; one member is SIGKILLed while messages flow, so its session holds what
+    was in flight to it and its round-robin share of what follows. The retiring process
+    resumes that session, unsubscribes (no new share), stores and acknowledges everything the
+    session held, then ends the session (session expiry 0): from then on the survivor gets
+    every message, and nothing is left in the broker."""
+    stream = scenario.stream(8000)
+    tap, tap_url = scenario.broker_tap()
+    # A slow database keeps a window of messages in flight to each member.
+    _, slow_db = scenario.slow_database(0.005)
+    members = [
+        scenario.ingest(f"m{i}", group="g", mqtt_url=tap_url, database_url=slow_db)
+        for i in range(2)
+    ]
+    for m in members:
+        m.start()
+    pub = scenario.publisher()
+    job = PublishJob(pub, stream.messages(), rate=800)
+    job.start()
+
+    survivor, victim = members
+    job.wait_sent(2000)
+    victim.kill()
+    conn = tap.by_client(victim.client_id)[-1]
+    wait_for(lambda: conn.closed_at, 10, what="the killed connection closed")
+    in_flight = {seq_of(d.payload) for d in conn.in_flight()}
+    job.wait_sent(4000)  # meanwhile, half of what is published is dealt to the dead session
+    code, took = victim.retire(timeout=90)
+    retired_at = job.sent
+    retire_conn = tap.by_client(victim.client_id)[-1]
+    to_retirer = {seq_of(d.payload) for d in retire_conn.deliveries}
+    redelivered = {seq_of(d.payload) for d in retire_conn.deliveries if d.dup}
+    c = finish_and_count(scenario.database_url, job, stream)
+    # After its session ended, every message went to the survivor.
+    survivor_got = {
+        seq_of(d.payload) for cn in tap.by_client(survivor.client_id) for d in cn.deliveries
+    }
+    after = set(range(retired_at, stream.count))
+    report.record(
+        "shared group of 2, one SIGKILLed, then retired",
+        c,
+        f"{len(in_flight)} in flight to the victim at the kill; --retire took {took:.1f} s and "
+        f"stored {len(to_retirer)} messages its session held ({len(redelivered)} redelivered "
+        f"with DUP), then ended the session; the survivor got all {len(after)} published after",
+    )
+    assert code == 0, victim.tail()
+    assert "its session is ended" in victim.log(), victim.tail()
+    assert in_flight <= redelivered
+    assert len(to_retirer) > 500  # its share of what was published while it was dead
+    assert after <= survivor_got
+    assert (c.lost, c.duplicated, c.unexpected) == (0, 0, 0), c.detail
+    assert c.published == c.stored == stream.count
+    assert survivor.terminate()[0] == 0, survivor.tail()
