@@ -26,6 +26,7 @@ from typing import Protocol
 
 from ingest import mqtt_packets as mp
 from ingest.sources import SourceKind
+from territory import metrics
 
 log = logging.getLogger("territory.ingest.mqtt")
 
@@ -317,6 +318,8 @@ class MqttCollector:
         if isinstance(server_keepalive, int) and server_keepalive > 0:
             self._keepalive_s = server_keepalive
         # Messages received on an earlier connection must not be acknowledged on this one.
+        if self.generation:
+            metrics.RECONNECTS.inc()
         self.generation += 1
         self.unacked = 0
         self._window_warned = False

@@ -25,6 +25,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.collector import ACK_BARRIER, QOS0_DROPPING, CollectorConfig, Inbound
 from ingest.sources import SourceKind
+from territory import metrics
 
 log = logging.getLogger("territory.ingest.mqtt")
 
@@ -76,6 +77,8 @@ class PahoCollector:
         # Messages received on an earlier connection must not be acknowledged on this one:
         # their packet ids may have been reused. The broker redelivers them instead.
         with self._room:
+            if self.generation:
+                metrics.RECONNECTS.inc()
             self.generation += 1
             self.unacked = 0
             self._window_warned = False

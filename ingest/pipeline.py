@@ -49,6 +49,7 @@ from ingest.sources import Envelope, IdentityKind, parse
 from ingest.writer import PermanentWriteError, PostgresWriter, TransientWriteError, Writer
 from storage.deliveries import delivery_hash
 from storage.readings import NewReading, NewRejection, WriteBatch, WriteResult
+from territory import metrics
 
 log = logging.getLogger("territory.ingest")
 
@@ -502,13 +503,17 @@ class Pipeline:
         """Commit a decoded batch, retrying transient failures; then acknowledge it."""
 
         async def write() -> bool:
+            started = time.perf_counter()
             await self._write(decoded)
+            metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
             return True
 
         if await self._retrying("write", write, batch, collector) is None:
             return False
         self.stats.batches += 1
-        self.stats.acked += collector.ack(batch)
+        acked = collector.ack(batch)
+        self.stats.acked += acked
+        _batch_metrics(batch, decoded, acked, len(collector.queue))
         return True
 
     async def _retrying(
@@ -538,6 +543,7 @@ class Pipeline:
         this loop, not between batches, and must still stop within its grace period, leaving
         everything unacknowledged for the broker to keep."""
         self.stats.retries += 1
+        metrics.WRITE_RETRIES.inc()
         log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
         stop = self._stop
         retry_at = time.monotonic() + delay
@@ -600,16 +606,25 @@ class Pipeline:
                     rejected.redelivered_groups = set()
                     await self.writer.write(rejected)
                 self.stats.rejected[WRITE_FAILED] += 1
+                metrics.REJECTED.labels(WRITE_FAILED).inc()
 
     def _count(self, decoded: Sequence[Decoded], result: WriteResult) -> None:
         self.stats.stored += result.inserted
         self.stats.duplicates += result.duplicates
         self.stats.repeated_rejections += result.repeated_rejections
+        for kind, n in result.inserted_by_kind.items():
+            metrics.READINGS_STORED.labels(kind).inc(n)
+        if result.duplicates:
+            metrics.DUPLICATES.inc(result.duplicates)
         if result.conflicting:
             self.stats.rejected[RejectReason.CONFLICTING_DUPLICATE.value] += result.conflicting
+            metrics.REJECTED.labels(RejectReason.CONFLICTING_DUPLICATE.value).inc(
+                result.conflicting
+            )
         for d in decoded:
             if isinstance(d.item, NewRejection):
                 self.stats.rejected[d.item.reason] += 1
+                metrics.REJECTED.labels(str(d.item.reason)).inc()
 
     def _to_batch(self, decoded: Sequence[Decoded]) -> WriteBatch:
         """What to write, each item tagged with its message's position (its group): the items
@@ -689,3 +704,19 @@ def _rejection(
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+def _batch_metrics(
+    batch: Sequence[Inbound], decoded: Sequence[Decoded], acked: int, queued: int
+) -> None:
+    """Per committed batch, not per message: sources received, batch size, acknowledgements,
+    what is still in hand, and the lag from each reading's device time to its commit."""
+    metrics.BATCH_SIZE.observe(len(batch))
+    metrics.ACKED.inc(acked)
+    metrics.INFLIGHT.set(queued)
+    for source, n in Counter(m.source.value for m in batch).items():
+        metrics.MESSAGES_RECEIVED.labels(source).inc(n)
+    now = time.time()
+    for d in decoded:
+        if isinstance(d.item, NewReading):
+            metrics.LAG_SECONDS.observe(max(0.0, now - d.item.reading.ts.timestamp()))

@@ -12,6 +12,7 @@ from ingest.collector import Collector, CollectorConfig, MqttCollector
 from ingest.paho_collector import PahoCollector
 from ingest.pipeline import Pipeline, PipelineConfig
 from ingest.sources import SourceKind
+from territory import metrics
 from territory.config import Settings
 
 log = logging.getLogger("territory.ingest")
@@ -119,6 +120,8 @@ def main(settings: Settings, *, retire: bool = False) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if not retire:
+            metrics.serve(settings.ingest_metrics_port, "ingest")
         return await run_ingest(settings, stop, retire=retire)
 
     retired = asyncio.run(_main())

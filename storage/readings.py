@@ -194,6 +194,7 @@ class WriteResult:
     rejected: int
     conflicting: int = 0  # messages turned into conflicting_duplicate rejections
     repeated_rejections: int = 0  # redelivered rejections already stored, not stored again
+    inserted_by_kind: dict[str, int] = field(default_factory=dict)  # for the metrics
 
 
 async def prepare_writer(conn: asyncpg.Connection) -> None:
@@ -219,6 +220,7 @@ async def write_batch(
     rare (reconnects, restarts); the staging tables cost several ms of server time per batch.
     """
     inserted = offered = conflicting = repeated = 0
+    by_kind: dict[str, int] = {}
     rejections = batch.rejections
     async with conn.transaction():
         readings = [(TABLES[k], rows) for k, rows in batch.readings.items() if rows]
@@ -228,6 +230,7 @@ async def write_batch(
                 for spec, recs in records:
                     await conn.copy_records_to_table(spec.table, records=recs, columns=spec.columns)
             inserted = offered = sum(len(recs) for _, recs in records)
+            by_kind = {spec.kind.value: len(recs) for spec, recs in records}
         except asyncpg.UniqueViolationError:
             if batch.conflict_rejection is not None:
                 kept, conflicts = await _without_conflicts(conn, batch)
@@ -247,7 +250,9 @@ async def write_batch(
                     f"INSERT INTO {spec.table} ({cols}) SELECT {cols} FROM {spec.stage} "
                     "ON CONFLICT (device_id, ts) DO NOTHING"
                 )
-                inserted += int(status.rsplit(" ", 1)[1])
+                n = int(status.rsplit(" ", 1)[1])
+                inserted += n
+                by_kind[spec.kind.value] = by_kind.get(spec.kind.value, 0) + n
                 offered += len(recs)
         if rejections and batch.redelivered_groups:
             kept_rejections = await _not_stored_yet(conn, batch, rejections)
@@ -263,7 +268,9 @@ async def write_batch(
             await conn.execute(
                 "DELETE FROM ingest_deliveries WHERE hash = ANY($1::bytea[])", batch.settled
             )
-    return WriteResult(inserted, offered - inserted, len(rejections), conflicting, repeated)
+    return WriteResult(
+        inserted, offered - inserted, len(rejections), conflicting, repeated, by_kind
+    )
 
 
 def _with_rejections(
