@@ -513,7 +513,7 @@ class Pipeline:
         self.stats.batches += 1
         acked = collector.ack(batch)
         self.stats.acked += acked
-        _batch_metrics(batch, decoded, acked, len(collector.queue))
+        _batch_metrics(batch, decoded, acked, len(self._queue))
         return True
 
     async def _retrying(
