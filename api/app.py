@@ -21,6 +21,7 @@ from api import (
     routes_alerts,
     routes_crew,
     routes_devices,
+    routes_opendata,
     routes_parking,
     routes_rejected,
     routes_system,
@@ -121,7 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
         public_paths=frozenset(public),
         # The crew page checks its key itself (header or its own cookie: a phone's link cannot
         # send a header), and answers a sign-in form instead of a 401.
-        public_prefixes=(DOCS_ASSETS + "/", "/crew"),
+        public_prefixes=(DOCS_ASSETS + "/", "/crew", "/open/"),
     )
     app.add_middleware(MetricsMiddleware)  # outermost: refused requests are counted too
 
@@ -152,6 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_alerts.router, dependencies=protected, responses=errors)
     app.include_router(routes_water.router, dependencies=protected, responses=errors)
     app.include_router(routes_crew.router)
+    app.include_router(routes_opendata.router, responses=errors)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
