@@ -58,7 +58,6 @@ RFC3986 = re.compile(
 FORMATS = FormatChecker()
 
 
-@FORMATS.checks("date-time", raises=ValueError)
 def _date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True
@@ -68,9 +67,12 @@ def _date_time(value: object) -> bool:
     return True
 
 
-@FORMATS.checks("uri")
 def _uri(value: object) -> bool:
     return not isinstance(value, str) or bool(RFC3986.match(value))
+
+
+FORMATS.checks("date-time", raises=ValueError)(_date_time)
+FORMATS.checks("uri")(_uri)
 
 
 def test_format_checkers_refuse_what_they_should() -> None:
