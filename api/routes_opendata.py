@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from api import opendata_format as fmt
-from api.deps import PoolDep, get_pool, get_settings, require_admin
+from api.deps import PoolDep, get_pool, get_settings, heavy_slot, require_admin
 from api.opendata_cache import AnswerCache, Cached, RateLimiter, etag_matches, retry_after
 from storage import auth as tenants_db
 from storage import opendata as od
@@ -227,7 +227,9 @@ async def open_waste_containers(
     async def build() -> Built:
         pool = get_pool(request)
         ids = await _tenants(pool, "waste", tenant)
-        rows = await od.waste_columns(pool, ids) if ids else []
+        # A territory's columns make a large answer: one of the few heavy-read slots.
+        async with heavy_slot(request):
+            rows = await od.waste_columns(pool, ids) if ids else []
         ents = [fmt.waste_entity(c) for c in rows]
         return fmt.render(form, ents, fmt.WASTE_CSV), fmt.MEDIA_TYPES[form]
 
@@ -282,11 +284,13 @@ async def open_water_consumption(
         pool = get_pool(request)
         ids = await _tenants(pool, "water", tenant)
         start, end = _month_bounds(chosen, settings.water_tz)
-        rows = (
-            await od.water_district_months(pool, ids, start, end, settings.open_data_min_meters)
-            if ids
-            else []
-        )
+        # A month of every meter's hours is summed per district: one of the heavy-read slots.
+        async with heavy_slot(request):
+            rows = (
+                await od.water_district_months(pool, ids, start, end, settings.open_data_min_meters)
+                if ids
+                else []
+            )
         ents = [fmt.water_entity(d, chosen, start, end) for d in rows]
         return fmt.render(form, ents, fmt.WATER_CSV), fmt.MEDIA_TYPES[form]
 

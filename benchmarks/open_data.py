@@ -1,20 +1,24 @@
 """How fast are the public open-data endpoints, uncached and cached?
 
     .venv/bin/python -m benchmarks.open_data [--spaces 2000] [--zones 40] [--columns 2000]
-        [--uncached 300] [--duration 10] [--connections 64] [--json PATH]
+        [--meters 2000] [--meters-per-district 25] [--uncached 300] [--duration 10]
+        [--connections 64] [--json PATH]
 
 Starts a private PostgreSQL (and Mosquitto, which the API's settings require) under
 `.territory/bench-open-data`, or uses the ones named by TERRITORY_DATABASE_URL and
-TERRITORY_MQTT_URL; migrates; registers `--spaces` parking sensors in `--zones` zones and
-`--columns` located waste columns in one tenant that publishes everything, with 24 readings
-per space over the last day (one in ten silent for longer than the freshness window, one in
-twenty never heard from) and a derived state per column; starts `territory api` as its own
-process (one uvicorn process, as deployed) with the rate limit out of the way.
+TERRITORY_MQTT_URL; migrates; registers, in one tenant that publishes everything, `--spaces`
+parking sensors in `--zones` zones with 24 readings each over the last day (one in ten silent
+for longer than the freshness window, one in twenty never heard from), `--columns` located
+waste columns with a derived state, and `--meters` water meters with a volume for every hour of
+the last complete month and its per-district rollup (what the water job writes); starts
+`territory api` as its own process (one uvicorn process, as deployed) with the rate limit
+lifted.
 
 Measured:
-- uncached: `--uncached` sequential calls of `GET /open/parking/zones` (and of
-  `/open/waste/containers`), each with a query parameter the endpoint ignores but the cache keys
-  on (`_=<n>`), so every call queries the database and serialises the answer: p50/p99;
+- uncached: `--uncached` sequential calls of `GET /open/parking/zones` (and fewer of
+  `/open/waste/containers` and `/open/water/consumption`), each with a query parameter the
+  endpoint ignores but the cache keys on (`_=<n>`), so every call queries the database and
+  serialises the answer: p50/p99;
 - cached: `wrk` (Debian's package) against the same URL for `--duration` seconds with
   `--connections` connections, plain and with the ETag in `If-None-Match` (304s): requests/s.
   Without wrk, an httpx async client with as many connections does the same (slower client).
@@ -44,6 +48,50 @@ ADMIN_KEY = "bench-admin-key-0123456789"
 TENANT = "bench-open-data"
 PARKING = "/open/parking/zones"
 WASTE = "/open/waste/containers"
+WATER = "/open/water/consumption"
+
+
+async def _prepare_water(database_url: str, meters: int, per_district: int) -> None:
+    """`meters` meters, `per_district` a district, with an hourly volume for every hour of the
+    last complete month (what the worker's water job writes), straight into water_hourly."""
+    from storage.pool import connect
+
+    conn = await connect(database_url)
+    try:
+        ids = [f"bod-wm-{i:06d}" for i in range(meters)]
+        await conn.execute(
+            "INSERT INTO devices (id, kind, lat, lon, attributes, tenant) "
+            "SELECT id, 'water_meter', 48.10 + (n % 100) * 0.0003, -1.68 + (n / 100) * 0.0003, "
+            "jsonb_build_object('district', 'district-' || lpad((n / $2)::text, 4, '0')), $3 "
+            "FROM unnest($1::text[]) WITH ORDINALITY AS x(id, n) ON CONFLICT (id) DO NOTHING",
+            ids,
+            per_district,
+            TENANT,
+        )
+        await conn.execute("DELETE FROM water_hourly WHERE device_id = ANY($1::text[])", ids)
+        await conn.execute(
+            "INSERT INTO water_hourly (device_id, hour, district, volume_m3, estimated, measured) "
+            "SELECT d.id, h, d.attributes ->> 'district', 0.005 + (extract(hour FROM h) % 7) "
+            "* 0.002, false, true FROM devices d, generate_series(date_trunc('month', now()) "
+            "- interval '1 month' - interval '1 hour', date_trunc('month', now()) "
+            "- interval '2 hours', interval '1 hour') AS h WHERE d.id = ANY($1::text[])",
+            ids,
+        )
+        await conn.execute(
+            "DELETE FROM water_district_hourly WHERE district IN (SELECT DISTINCT "
+            "attributes ->> 'district' FROM devices WHERE id = ANY($1::text[]))",
+            ids,
+        )
+        await conn.execute(
+            "INSERT INTO water_district_hourly (district, hour, volume_m3, meters, estimated) "
+            "SELECT district, hour, sum(volume_m3), count(*), bool_or(estimated) "
+            "FROM water_hourly WHERE device_id = ANY($1::text[]) GROUP BY district, hour",
+            ids,
+        )
+        await conn.execute("ANALYZE water_hourly")
+        await conn.execute("ANALYZE water_district_hourly")
+    finally:
+        await conn.close()
 
 
 async def _prepare(database_url: str, spaces: int, zones: int, columns: int) -> None:
@@ -227,11 +275,15 @@ def run(args: argparse.Namespace, database_url: str, mqtt_url: str) -> dict[str,
         flush=True,
     )
     asyncio.run(_prepare(database_url, args.spaces, args.zones, args.columns))
+    if args.meters:
+        print(f"{args.meters} water meters, a month of hourly volumes ...", flush=True)
+        asyncio.run(_prepare_water(database_url, args.meters, args.meters_per_district))
     api, url = _start_api(database_url, mqtt_url, work_dir)
     try:
         print(f"{args.uncached} uncached calls of each endpoint ...", flush=True)
         parking = _uncached(url, PARKING, args.uncached)
         waste = _uncached(url, WASTE, max(1, args.uncached // 3))
+        water = _uncached(url, WATER, max(1, args.uncached // 10)) if args.meters else None
         first = httpx.get(url + PARKING, timeout=30)
         etag = first.headers["etag"]
         print(f"cached load for {args.duration} s, {args.connections} connections ...", flush=True)
@@ -245,6 +297,8 @@ def run(args: argparse.Namespace, database_url: str, mqtt_url: str) -> dict[str,
         "columns": args.columns,
         "parking_uncached": parking,
         "waste_uncached": waste,
+        "meters": args.meters,
+        "water_uncached": water,
         "parking_cached_200": plain,
         "parking_cached_304": conditional,
         "cpus": os.cpu_count(),
@@ -260,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--spaces", type=int, default=2000)
     p.add_argument("--zones", type=int, default=40)
     p.add_argument("--columns", type=int, default=2000)
+    p.add_argument("--meters", type=int, default=2000, help="water meters (0: no water part)")
+    p.add_argument("--meters-per-district", type=int, default=25)
     p.add_argument("--uncached", type=int, default=300)
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--connections", type=int, default=64)
@@ -278,6 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"GET {WASTE} uncached: p50 {wu['p50_ms']} ms, p99 {wu['p99_ms']} ms "
         f"({wu['n']} calls, {wu['entities']} columns, {wu['bytes']} bytes)"
     )
+    wt = result["water_uncached"]
+    if wt:
+        print(
+            f"GET {WATER} uncached: p50 {wt['p50_ms']} ms, p99 {wt['p99_ms']} ms "
+            f"({wt['n']} calls, {args.meters} meters, {wt['entities']} districts, "
+            f"{wt['bytes']} bytes)"
+        )
     for name in ("parking_cached_200", "parking_cached_304"):
         c = result[name]
         print(

@@ -167,37 +167,74 @@ class DistrictMonth:
     tenant: str
     district: str
     volume_m3: float
-    meters: int  # meters with consumption in the month; never below the threshold
+    meters: int  # the most meters with data in any hour of the month; never below the threshold
     first_hour: datetime
     last_hour: datetime  # start of the newest hour with data
-    lat: float | None  # centroid of the contributing meters that are located
+    lat: float | None  # centroid of the district's located meters in the tenant
     lon: float | None
 
 
 async def water_district_months(
     db: Db, tenants: Sequence[str], start: datetime, end: datetime, min_meters: int
 ) -> list[DistrictMonth]:
-    """Consumption per (tenant, district) over [start, end) from the worker's hourly volumes.
-    Districts with fewer than `min_meters` contributing meters are dropped in SQL."""
+    """Consumption per (tenant, district) over [start, end), from the worker's hourly volumes.
+
+    A district is counted by the most meters that had data in one of its hours (never more than
+    the meters that contributed over the month: the conservative count for the threshold), and
+    dropped in SQL when that is under `min_meters`.
+
+    A district whose meters all belong to one tenant (the usual case: district names are a
+    territory's own) is read from the worker's per-district rollup, `water_district_hourly`: a
+    month is ~750 rows per district. A district name shared by meters of several tenants is
+    summed per tenant from the per-meter hours of that district only, through the (district,
+    hour) index. The tenant is each meter's current tenant.
+    """
     if min_meters < 1:
         raise ValueError("min_meters must be positive")
     rows = await db.fetch(
         """
-        WITH per_meter AS (
-            SELECT h.device_id, h.district, sum(h.volume_m3) AS vol,
+        WITH meters AS (
+            SELECT d.id, d.tenant, d.attributes ->> 'district' AS district, d.lat, d.lon
+              FROM devices d
+             WHERE d.kind = 'water_meter' AND d.attributes ->> 'district' IS NOT NULL
+        ),
+        districts AS (
+            SELECT district, count(DISTINCT tenant) AS tenants
+              FROM meters GROUP BY district
+        ),
+        places AS (
+            SELECT tenant, district, avg(lat) AS lat, avg(lon) AS lon
+              FROM meters WHERE tenant = ANY($3::text[]) GROUP BY tenant, district
+        ),
+        single AS (
+            SELECT p.tenant, h.district, sum(h.volume_m3) AS vol, max(h.meters) AS meters,
                    min(h.hour) AS first_hour, max(h.hour) AS last_hour
-              FROM water_hourly h
-             WHERE h.hour >= $1 AND h.hour < $2 AND h.district IS NOT NULL
-             GROUP BY h.device_id, h.district
-        )
-        SELECT d.tenant, p.district, sum(p.vol) AS vol, count(*) AS meters,
-               min(p.first_hour) AS first_hour, max(p.last_hour) AS last_hour,
-               avg(d.lat) AS lat, avg(d.lon) AS lon
-          FROM per_meter p JOIN devices d ON d.id = p.device_id
-         WHERE d.kind = 'water_meter' AND d.tenant = ANY($3::text[])
-         GROUP BY d.tenant, p.district
-        HAVING count(*) >= $4
-         ORDER BY d.tenant, p.district
+              FROM places p
+              JOIN districts x ON x.district = p.district AND x.tenants = 1
+              JOIN water_district_hourly h ON h.district = p.district
+             WHERE h.hour >= $1 AND h.hour < $2
+             GROUP BY p.tenant, h.district
+        ),
+        shared_hours AS (
+            SELECT m.tenant, h.district, h.hour, sum(h.volume_m3) AS vol, count(*) AS meters
+              FROM districts x
+              JOIN water_hourly h ON h.district = x.district
+              JOIN meters m ON m.id = h.device_id
+             WHERE x.tenants > 1 AND h.hour >= $1 AND h.hour < $2
+               AND m.tenant = ANY($3::text[])
+             GROUP BY m.tenant, h.district, h.hour
+        ),
+        shared AS (
+            SELECT tenant, district, sum(vol) AS vol, max(meters) AS meters,
+                   min(hour) AS first_hour, max(hour) AS last_hour
+              FROM shared_hours GROUP BY tenant, district
+        ),
+        both_kinds AS (SELECT * FROM single UNION ALL SELECT * FROM shared)
+        SELECT b.tenant, b.district, b.vol, b.meters, b.first_hour, b.last_hour, p.lat, p.lon
+          FROM both_kinds b
+          JOIN places p ON p.tenant = b.tenant AND p.district = b.district
+         WHERE b.meters >= $4
+         ORDER BY b.tenant, b.district
         """,
         start,
         end,

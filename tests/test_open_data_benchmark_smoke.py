@@ -31,6 +31,8 @@ def test_quick_open_data_benchmark_runs(tmp_path: Path) -> None:
             "--uncached=5",
             "--duration=1",
             "--connections=4",
+            "--meters=30",
+            "--meters-per-district=10",
             "--data-dir",
             str(tmp_path / "services"),
         ],
@@ -44,4 +46,5 @@ def test_quick_open_data_benchmark_runs(tmp_path: Path) -> None:
     assert "GET /open/parking/zones uncached" in proc.stdout
     assert "(5 calls, 4 zones," in proc.stdout
     assert "parking_cached_304:" in proc.stdout
+    assert "30 meters, 3 districts" in proc.stdout
     assert "non-2xx/3xx 0 " in proc.stdout

@@ -494,15 +494,19 @@ def test_water_districts_only_above_the_threshold_never_per_meter(
     new_tenant(settings, tb)
     big = _meters(public, settings, f"od-wmb-{uid}", f"big {uid}", 10)
     small = _meters(public, settings, f"od-wms-{uid}", f"small-{uid}", 9)
+    solo = _meters(public, settings, f"od-wmx-{uid}", f"solo-{uid}", 11)
+    # Tenant B has meters in a district of the same name as A's big one: the two are summed
+    # apart, from the per-meter hours; A's other districts come from the per-district rollup.
     theirs = _meters(public, settings, f"od-wmo-{uid}", f"big {uid}", 12)
-    move_to(settings, ta, big + small)
+    move_to(settings, ta, big + small + solo)
     move_to(settings, tb, theirs)
     # Each meter: a reading every UTC hour from 2026-02-10 00:00Z to 2026-02-11 00:00Z,
-    # meter k using (10 + k) L per hour: 24 x (10 + k) L. Big district: 24 x (10+...+19) =
-    # 24 x 145 = 3,480 L. February 2026 in Paris: 2026-01-31T23:00Z -> 2026-02-28T23:00Z.
+    # meter k using (10 + k) L per hour: 24 x (10 + k) L. Big district (A's part): 24 x
+    # (10+...+19) = 24 x 145 = 3,480 L; solo: 24 x (10+...+20) = 24 x 165 = 3,960 L.
+    # February 2026 in Paris: 2026-01-31T23:00Z -> 2026-02-28T23:00Z.
     start = datetime(2026, 2, 10, tzinfo=UTC)
     devs, ts, idx = [], [], []
-    for group in (big, small, theirs):
+    for group in (big, small, solo, theirs):
         for k, dev in enumerate(group):
             for h in range(25):
                 devs.append(dev)
@@ -522,8 +526,10 @@ def test_water_districts_only_above_the_threshold_never_per_meter(
     publish(public, tb, water=False, parking=True)
     forms = all_forms(public, "/open/water/consumption", tenant=ta, month="2026-02")
     check_forms(validators, forms, "WaterConsumptionObserved")
-    (norm,) = forms["normalized"]  # the 9-meter district is not published
+    norm, solo_e = forms["normalized"]  # the 9-meter district is not published
     assert norm["id"] == f"urn:ngsi-ld:WaterConsumptionObserved:{ta}:big%20{uid}:2026-02"
+    assert solo_e["id"] == f"urn:ngsi-ld:WaterConsumptionObserved:{ta}:solo-{uid}:2026-02"
+    assert solo_e["waterConsumption"]["value"] == 3960
     assert norm["waterConsumption"] == {
         "type": "Property",
         "value": 3480,
@@ -533,7 +539,7 @@ def test_water_districts_only_above_the_threshold_never_per_meter(
     }
     assert norm["dateObservedFrom"]["value"] == "2026-01-31T23:00:00Z"
     assert norm["dateObservedTo"]["value"] == "2026-02-28T23:00:00Z"
-    (row,) = forms["csv"]
+    row, _ = forms["csv"]
     assert row["water_consumption_l"] == "3480" and row["district"] == f"big {uid}"
 
     # Another month has nothing; tenant B publishes no water.
@@ -545,14 +551,14 @@ def test_water_districts_only_above_the_threshold_never_per_meter(
     for params in ({"month": "2026-02"}, {"month": "2026-02", "tenant": ta}):
         for extra in ({}, {"options": "keyValues"}, {"format": "geojson"}, {"format": "csv"}):
             text = public.get("/open/water/consumption", params={**params, **extra}).text
-            for dev in big + small + theirs:
+            for dev in big + small + solo + theirs:
                 assert dev not in text
             assert f"small-{uid}" not in text
             assert tb not in text
     everyone = public.get("/open/water/consumption", params={"month": "2026-02"}).json()
     for e in everyone:
         assert_valid(validators, to_key_values(e))
-    assert [e["id"] for e in everyone if uid in e["id"]] == [norm["id"]]
+    assert [e["id"] for e in everyone if uid in e["id"]] == [norm["id"], solo_e["id"]]
 
 
 def test_water_threshold_setting_is_never_below_five(migrated: tuple[str, str]) -> None:
