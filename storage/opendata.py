@@ -191,8 +191,41 @@ async def water_district_months(
     """
     if min_meters < 1:
         raise ValueError("min_meters must be positive")
-    rows = await db.fetch(
-        """
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await _water_district_months(conn, tenants, start, end, min_meters)
+    return await _water_district_months(db, tenants, start, end, min_meters)
+
+
+async def _water_district_months(
+    conn: asyncpg.Connection,
+    tenants: Sequence[str],
+    start: datetime,
+    end: datetime,
+    min_meters: int,
+) -> list[DistrictMonth]:
+    async with conn.transaction():
+        # The per-meter branch is costed for every meter's month even when no district is
+        # shared, which makes PostgreSQL JIT-compile the query: ~65 ms of compiling for a
+        # query that runs in less.
+        await conn.execute("SET LOCAL jit = off")
+        rows = await conn.fetch(_WATER_SQL, start, end, list(tenants), min_meters)
+    return [
+        DistrictMonth(
+            tenant=r["tenant"],
+            district=r["district"],
+            volume_m3=r["vol"],
+            meters=r["meters"],
+            first_hour=r["first_hour"],
+            last_hour=r["last_hour"],
+            lat=r["lat"],
+            lon=r["lon"],
+        )
+        for r in rows
+    ]
+
+
+_WATER_SQL = """
         WITH meters AS (
             SELECT d.id, d.tenant, d.attributes ->> 'district' AS district, d.lat, d.lon
               FROM devices d
@@ -235,22 +268,4 @@ async def water_district_months(
           JOIN places p ON p.tenant = b.tenant AND p.district = b.district
          WHERE b.meters >= $4
          ORDER BY b.tenant, b.district
-        """,
-        start,
-        end,
-        list(tenants),
-        min_meters,
-    )
-    return [
-        DistrictMonth(
-            tenant=r["tenant"],
-            district=r["district"],
-            volume_m3=r["vol"],
-            meters=r["meters"],
-            first_hour=r["first_hour"],
-            last_hour=r["last_hour"],
-            lat=r["lat"],
-            lon=r["lon"],
-        )
-        for r in rows
-    ]
+"""
