@@ -62,7 +62,7 @@ async def _prepare_water(database_url: str, meters: int, per_district: int) -> N
         await conn.execute(
             "INSERT INTO devices (id, kind, lat, lon, attributes, tenant) "
             "SELECT id, 'water_meter', 48.10 + (n % 100) * 0.0003, -1.68 + (n / 100) * 0.0003, "
-            "jsonb_build_object('district', 'district-' || lpad((n / $2)::text, 4, '0')), $3 "
+            "jsonb_build_object('district', 'district-' || lpad(((n - 1) / $2)::text, 4, '0')), $3 "
             "FROM unnest($1::text[]) WITH ORDINALITY AS x(id, n) ON CONFLICT (id) DO NOTHING",
             ids,
             per_district,
