@@ -153,7 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_alerts.router, dependencies=protected, responses=errors)
     app.include_router(routes_water.router, dependencies=protected, responses=errors)
     app.include_router(routes_crew.router)
-    app.include_router(routes_opendata.router, responses=errors)
+    app.include_router(routes_opendata.router)  # public under /open/ (docs/open-data.md)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,8 +10,9 @@ answered 304 before anything else is looked at.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from api import opendata_format as fmt
 from api.deps import PoolDep, get_pool, get_settings, heavy_slot, require_admin
 from api.opendata_cache import AnswerCache, Cached, RateLimiter, etag_matches, retry_after
+from api.schemas import ErrorBody
 from storage import auth as tenants_db
 from storage import opendata as od
 from territory.config import Settings
@@ -44,6 +46,9 @@ IANA = "https://www.iana.org/assignments/media-types/"
 class OpenState:
     cache: AnswerCache
     limiter: RateLimiter
+    # Builds under way, by cache key: when an entry expires under load, the requests that miss
+    # it together wait for one build instead of each querying the database.
+    building: dict[tuple[str, str], asyncio.Future[Cached]] = field(default_factory=dict)
 
 
 def open_state(request: Request) -> OpenState:
@@ -109,11 +114,42 @@ async def _serve(
     if vary_host:
         query = request.headers.get("host", "") + "\n" + query
     key = (request.url.path, query)
-    entry = st.cache.get(key)
-    if entry is None:
+    return _answer(request, await _cached_or_built(st, key, build), st.cache.ttl_s)
+
+
+async def _cached_or_built(
+    st: OpenState, key: tuple[str, str], build: Callable[[], Awaitable[Built]]
+) -> Cached:
+    while True:
+        entry = st.cache.get(key)
+        if entry is not None:
+            return entry
+        pending = st.building.get(key)
+        if pending is None:
+            break
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not pending.cancelled() or (task is not None and task.cancelling()):
+                raise
+            # The request that was building went away: build in its place.
+    future: asyncio.Future[Cached] = asyncio.get_running_loop().create_future()
+    st.building[key] = future
+    try:
         body, media_type = await build()
         entry = st.cache.put(key, body, media_type, datetime.now(UTC).replace(microsecond=0))
-    return _answer(request, entry, st.cache.ttl_s)
+        future.set_result(entry)
+        return entry
+    except Exception as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: no warning when nobody else was waiting
+        raise
+    except BaseException:
+        future.cancel()
+        raise
+    finally:
+        del st.building[key]
 
 
 def _unprocessable(param: str, msg: str) -> HTTPException:
@@ -170,8 +206,14 @@ PUBLIC_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The entities, in the form asked for",
     },
     304: {"description": "Not modified (If-None-Match or If-Modified-Since)"},
-    404: {"description": NOT_PUBLISHED},
-    429: {"description": "Rate limit: retry after `Retry-After` seconds"},
+    404: {"model": ErrorBody, "description": NOT_PUBLISHED},
+    422: {"model": ErrorBody, "description": "Invalid query parameter"},
+    429: {"model": ErrorBody, "description": "Rate limit: retry after `Retry-After` seconds"},
+    503: {
+        "model": ErrorBody,
+        "description": "The database is unavailable or too many large reads are running; "
+        "retry after `Retry-After` seconds",
+    },
 }
 
 
@@ -451,7 +493,11 @@ class TenantOpenData(BaseModel):
     summary="Choose what a tenant publishes as open data (admin)",
     description="All three flags are required. Public answers already cached by an API "
     "process may be served for up to TERRITORY_OPEN_DATA_CACHE_S more seconds.",
-    responses={404: {"description": "Unknown tenant"}},
+    responses={
+        401: {"model": ErrorBody, "description": "Missing or wrong bearer key"},
+        404: {"model": ErrorBody, "description": "Unknown tenant"},
+        422: {"model": ErrorBody, "description": "Not exactly three booleans"},
+    },
     dependencies=[Depends(require_admin)],
 )
 async def set_tenant_open_data(

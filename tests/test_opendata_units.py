@@ -3,7 +3,9 @@ cache and the token bucket."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from api import opendata_format as fmt
 from api.opendata_cache import AnswerCache, RateLimiter, etag_matches, retry_after
@@ -137,3 +139,82 @@ def test_the_client_table_is_bounded() -> None:
     rl.take("d")
     assert rl.take("d") == 0.0
     assert rl.take("d") > 0
+
+
+# --- one build per key at a time -------------------------------------------------------------
+
+
+def _state() -> Any:
+    from api.routes_opendata import OpenState
+
+    return OpenState(AnswerCache(60.0), RateLimiter(1.0, 1))
+
+
+def test_requests_missing_together_share_one_build() -> None:
+    from api.routes_opendata import _cached_or_built
+
+    st = _state()
+    builds = 0
+
+    async def build() -> tuple[bytes, str]:
+        nonlocal builds
+        builds += 1
+        await asyncio.sleep(0.05)
+        return b"body", "text/csv"
+
+    async def go() -> list[Any]:
+        return list(
+            await asyncio.gather(*(_cached_or_built(st, ("/p", ""), build) for _ in range(20)))
+        )
+
+    entries = asyncio.run(go())
+    assert builds == 1
+    assert {e.body for e in entries} == {b"body"}
+    assert st.building == {}
+
+
+def test_a_failed_build_fails_its_waiters_and_is_not_cached() -> None:
+    from api.routes_opendata import _cached_or_built
+
+    st = _state()
+
+    async def build() -> tuple[bytes, str]:
+        await asyncio.sleep(0.02)
+        raise LookupError("no such tenant")
+
+    async def go() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(_cached_or_built(st, ("/p", ""), build) for _ in range(5)),
+                return_exceptions=True,
+            )
+        )
+
+    results = asyncio.run(go())
+    assert all(isinstance(r, LookupError) for r in results)
+    assert st.cache.get(("/p", "")) is None and st.building == {}
+
+
+def test_a_waiter_builds_when_the_builder_is_cancelled() -> None:
+    from api.routes_opendata import _cached_or_built
+
+    st = _state()
+    calls = 0
+
+    async def build() -> tuple[bytes, str]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return b"x", "text/csv"
+
+    async def go() -> bytes:
+        first = asyncio.create_task(_cached_or_built(st, ("/p", ""), build))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(_cached_or_built(st, ("/p", ""), build))
+        await asyncio.sleep(0.01)
+        first.cancel()  # the client of the first request went away
+        entry = await second
+        return bytes(entry.body)
+
+    assert asyncio.run(go()) == b"x"
+    assert calls == 2
