@@ -707,3 +707,11 @@ def test_openapi_lists_the_public_routes(public: TestClient) -> None:
         "/tenants/{tenant}/open-data",
     ):
         assert p in paths
+
+
+def test_nul_bytes_are_bad_input_not_server_errors(public: TestClient) -> None:
+    r = public.get("/open/parking/zones", params={"tenant": "a\x00b"})
+    assert r.status_code == 404  # no tenant is called that
+    body = {"parking": True, "waste": False, "water": False}
+    r = public.put("/tenants/a%00b/open-data", json=body, headers=ADMIN)
+    assert r.status_code == 422, r.text
