@@ -511,3 +511,21 @@ async def set_tenant_open_data(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"tenant {tenant!r} not found")
     open_state(request).cache.clear()
     return TenantOpenData(tenant=row.id, name=row.name, open_data=row.open_data)
+
+
+# HEAD, as harvesters check ETag and Last-Modified for changes: the same handlers (uvicorn
+# leaves the body out), kept out of the OpenAPI document where they would repeat the GETs.
+for _path, _endpoint in (
+    ("/open/parking/zones", open_parking_zones),
+    ("/open/waste/containers", open_waste_containers),
+    ("/open/water/consumption", open_water_consumption),
+    ("/open/catalog", open_catalog),
+):
+    router.add_api_route(
+        _path,
+        _endpoint,
+        methods=["HEAD"],
+        response_class=Response,
+        include_in_schema=False,
+        dependencies=[Depends(rate_limited)],
+    )

@@ -662,6 +662,11 @@ def test_conditional_request_is_answered_from_the_cache_without_a_query(
         assert r.status_code == 304
         r = c.get("/open/parking/zones", params={"tenant": t})
         assert r.status_code == 200 and r.content == first.content
+        # HEAD, as harvesters check for changes: the same headers, no body.
+        r = c.head("/open/parking/zones", params={"tenant": t})
+        assert r.status_code == 200 and r.headers["etag"] == etag
+        r = c.head("/open/parking/zones", params={"tenant": t}, headers={"If-None-Match": etag})
+        assert r.status_code == 304
         assert counting.calls == 0
 
         # A stale ETag gets the answer; a query string not seen yet goes to the database.
