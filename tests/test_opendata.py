@@ -228,6 +228,12 @@ def check_forms(
         assert f["type"] == "Feature"
         assert f["geometry"] == k.get("location")
         assert f["properties"]["type"] == entity_type
+        # A feature is the keyValues entity taken apart: put together, it is valid too.
+        rebuilt = {"id": f["id"], **f["properties"]}
+        if f["geometry"] is not None:
+            rebuilt["location"] = f["geometry"]
+        assert_valid(validators, rebuilt)
+        assert rebuilt == {key: v for key, v in k.items() if key != "@context"}
 
 
 # --- publication switch ----------------------------------------------------------------------
