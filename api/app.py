@@ -22,6 +22,7 @@ from api import (
     routes_alerts,
     routes_crew,
     routes_devices,
+    routes_opendata,
     routes_parking,
     routes_rejected,
     routes_system,
@@ -126,7 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
         public_paths=frozenset(public),
         # The crew page checks its key itself (header or its own cookie: a phone's link cannot
         # send a header), and answers a sign-in form instead of a 401.
-        public_prefixes=(DOCS_ASSETS + "/", "/crew"),  # as `public_prefixes` below
+        public_prefixes=(DOCS_ASSETS + "/", "/crew", "/open/"),  # as `public_prefixes` below
     )
     app.add_middleware(MetricsMiddleware)  # outermost: refused requests are counted too
 
@@ -150,7 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
             "retry after `Retry-After` seconds",
         },
     }
-    public_prefixes = (DOCS_ASSETS + "/", "/crew")
+    public_prefixes = (DOCS_ASSETS + "/", "/crew", "/open/")
     for router, guarded in (
         (routes_system.router, False),
         (routes_devices.router, True),
@@ -161,6 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
         (routes_water.router, True),
         (routes_admin.router, True),
         (routes_crew.router, False),  # checks its key itself (a form, a cookie)
+        (routes_opendata.router, False),  # public under /open/; its admin route says so
     ):
         # Before inclusion: the included copies of the routes carry what is declared here.
         declare_permissions(

@@ -169,6 +169,25 @@ class Settings(BaseSettings):
     rejected_retention_days: float = Field(default=30, gt=0)
     rejected_purge_interval_s: float = Field(default=3600, gt=0)
 
+    # Open data (docs/open-data.md): the public `/open/` endpoints. A district is published only
+    # when at least `open_data_min_meters` meters contributed to its month (never fewer than 5:
+    # household consumption is personal data). Answers are cached in each API process for
+    # `open_data_cache_s`; each client IP gets a token bucket of `open_data_burst` requests
+    # refilled at `open_data_rate_per_s`. `open_data_base_url`: the public address the
+    # catalogue's links start with (empty: the address the request came to).
+    open_data_min_meters: int = Field(default=10, ge=5, le=100_000)
+    open_data_cache_s: float = Field(default=5.0, gt=0, le=3600)
+    open_data_rate_per_s: float = Field(default=10.0, gt=0)
+    open_data_burst: int = Field(default=40, ge=1)
+    open_data_licence: str = Field(
+        default="https://www.etalab.gouv.fr/licence-ouverte-open-licence/", min_length=1
+    )
+    open_data_licence_title: str = Field(
+        default="Licence Ouverte / Open Licence version 2.0", min_length=1
+    )
+    open_data_base_url: str = ""
+    open_data_publisher: str = Field(default="Territory telemetry platform", min_length=1)
+
     data_dir: str = ".territory"
 
     @field_validator("database_url")
