@@ -19,6 +19,7 @@ from fastapi_offline import FastAPIOffline
 
 from api import (
     routes_alerts,
+    routes_credentials,
     routes_crew,
     routes_devices,
     routes_parking,
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_waste.router, dependencies=protected, responses=errors)
     app.include_router(routes_alerts.router, dependencies=protected, responses=errors)
     app.include_router(routes_water.router, dependencies=protected, responses=errors)
+    app.include_router(routes_credentials.router, dependencies=protected, responses=errors)
     app.include_router(routes_crew.router)
 
     @app.exception_handler(RequestValidationError)
