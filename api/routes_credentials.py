@@ -23,7 +23,7 @@ router = APIRouter(tags=["broker credentials"])
 
 DevicePath = Annotated[str, Path(description="Device id", examples=["wm-quimper-0042"])]
 GatewayPath = Annotated[str, Path(description="Gateway account id", examples=["chirpstack-1"])]
-_GATEWAY_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+_GATEWAY_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 class Credentials(BaseModel):
@@ -57,6 +57,8 @@ class GatewayIn(BaseModel):
 
     @model_validator(mode="after")
     def _scope(self) -> GatewayIn:
+        if self.id.startswith("territory"):
+            raise ValueError("gateway ids starting with 'territory' are the platform's own")
         if self.kind == "wmbusmeters":
             if self.prefix is None or self.application is not None:
                 raise ValueError("a wmbusmeters gateway takes `prefix` (not `application`)")
@@ -153,7 +155,7 @@ async def create_gateway(body: GatewayIn, pool: PoolDep) -> GatewayCredentials:
     try:
         topics = gateway_topics(body.kind, scope)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(422, str(exc)) from exc
     password = passwords.generate_password()
     try:
         created = await accounts.create_gateway(
@@ -165,9 +167,7 @@ async def create_gateway(body: GatewayIn, pool: PoolDep) -> GatewayCredentials:
             f"gateway {body.id!r} exists; DELETE it first to replace its credentials",
         ) from exc
     except accounts.UnknownTenant as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"unknown tenant {body.tenant!r}"
-        ) from exc
+        raise HTTPException(422, f"unknown tenant {body.tenant!r}") from exc
     return GatewayCredentials(**_gateway(created).model_dump(), password=password)
 
 
