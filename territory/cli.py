@@ -309,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default=None)
     api.add_argument("--port", type=int, default=None)
+    sub.add_parser(
+        "broker-files",
+        help="write the broker's password and ACL files from the registry once "
+        "(TERRITORY_BROKER_AUTH_DIR; the worker keeps them current)",
+    )
     sim = sub.add_parser("simulate", help="run a fleet of simulated devices")
     from simulators.cli import add_arguments
 
@@ -373,6 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_api(settings, args.host or settings.api_host, args.port or settings.api_port)
     if args.command == "simulate":
         return cmd_simulate(settings, args)
+    if args.command == "broker-files":
+        import asyncio
+
+        from worker.broker_auth import render_now
+
+        settings.require_services()
+        count = asyncio.run(render_now(settings))
+        print(f"broker files written to {settings.broker_auth_dir}: {count} accounts")
+        return 0
     if args.command == "grafana":
         from dashboards.cli import run as run_grafana
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.render import DEV, INGEST
 from territory.devenv import DevEnvError, PostgresServer, Services, embedded_services
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,12 @@ def _mqtt_clients() -> tuple[str, str]:
 def test_both_start_and_accept_connections(devenv_services: Services) -> None:
     pg, mq = devenv_services.postgres, devenv_services.mosquitto
     assert devenv_services.database_url == f"postgresql://territory@127.0.0.1:{pg.port}/territory"
-    assert devenv_services.mqtt_url == f"mqtt://127.0.0.1:{mq.port}"
+    dev_password = mq.account_password(DEV)
+    assert devenv_services.mqtt_url == f"mqtt://{DEV}:{dev_password}@127.0.0.1:{mq.port}"
+    assert devenv_services.env()["TERRITORY_BROKER_AUTH_DIR"] == str(mq.dir)
+    assert Path(devenv_services.env()["TERRITORY_BROKER_PID_FILE"]).read_text().strip() == str(
+        mq.pid
+    )
     assert pg.psql("SELECT current_user, current_database()").strip() == "territory|territory"
     assert pg.psql("SHOW fsync").strip() == "on"
     assert pg.psql("SHOW listen_addresses").strip() == "127.0.0.1"
@@ -77,17 +83,41 @@ def test_mosquitto_restart_keeps_retained_message(devenv_services: Services) -> 
     pub, sub = _mqtt_clients()
     mq = devenv_services.mosquitto
     port = str(mq.port)
+    dev = ["-u", DEV, "-P", mq.account_password(DEV)]
     subprocess.run(
-        [pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-r", "-t", "devenv/kept", "-m", "hi"],
+        [
+            pub,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-q",
+            "1",
+            "-r",
+            "-t",
+            "devenv/kept",
+            "-m",
+            "hi",
+            *dev,
+        ],
         check=True,
         timeout=10,
     )
+    ingest_password = mq.account_password(INGEST)
 
     mq.restart()
     assert str(mq.port) == port
+    # The platform's accounts keep their passwords across restarts; anonymous stays refused.
+    assert mq.account_password(INGEST) == ingest_password
+    anonymous = subprocess.run(
+        [pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-t", "devenv/anon", "-m", "x"],
+        capture_output=True,
+        timeout=10,
+    )
+    assert anonymous.returncode != 0
 
     got = subprocess.run(
-        [sub, "-h", "127.0.0.1", "-p", port, "-t", "devenv/kept", "-C", "1", "-W", "5"],
+        [sub, "-h", "127.0.0.1", "-p", port, "-t", "devenv/kept", "-C", "1", "-W", "5", *dev],
         capture_output=True,
         text=True,
         timeout=10,

@@ -59,6 +59,17 @@ def render_files(auth_dir: Path, registry: list[Account], topics: Topics) -> int
     return len(accounts)
 
 
+def _registry(rows: list[broker_accounts.ActiveAccount]) -> list[Account]:
+    # Service accounts come from services.passwd only, never from the table.
+    return [
+        Account(
+            r.username, r.password_hash, "device" if r.kind == "device" else "gateway", r.topics
+        )
+        for r in rows
+        if r.kind in ("device", "gateway")
+    ]
+
+
 @dataclass
 class _Rendered:
     key: tuple[int, int, int] | None = None  # accounts version, services file mtime and size
@@ -81,11 +92,7 @@ def broker_auth_job() -> Job:
         if key == state.key and (auth_dir / PASSWORD_FILE).exists():
             return 0
         rows = await broker_accounts.active_accounts(conn)
-        registry = [
-            Account(r.username, r.password_hash, r.kind, r.topics)  # type: ignore[arg-type]
-            for r in rows
-            if r.kind in ("device", "gateway")
-        ]
+        registry = _registry(rows)
         count = render_files(auth_dir, registry, topics_of(settings))
         reloaded = reload_broker(settings.broker_pid_file)
         state.key = key
@@ -98,3 +105,21 @@ def broker_auth_job() -> Job:
         return count
 
     return Job("broker-auth", run, interval_s=INTERVAL_S)
+
+
+async def render_now(settings: Settings) -> int:
+    """Render the files once from the registry, whatever changed (`territory broker-files`:
+    the broker's first files in a deployment, before the worker has run)."""
+    from storage.pool import connect
+
+    if not settings.broker_auth_dir:
+        raise SystemExit("TERRITORY_BROKER_AUTH_DIR must be set")
+    conn = await connect(settings.database_url)
+    try:
+        rows = await broker_accounts.active_accounts(conn)
+    finally:
+        await conn.close()
+    registry = _registry(rows)
+    count = render_files(Path(settings.broker_auth_dir), registry, topics_of(settings))
+    reload_broker(settings.broker_pid_file)
+    return count
