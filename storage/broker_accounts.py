@@ -104,13 +104,6 @@ async def revoke_device(conn: Conn, device_id: str) -> bool:
     return row is not None
 
 
-async def device_account_active(conn: Conn, device_id: str) -> bool:
-    found = await conn.fetchval(
-        "SELECT true FROM mqtt_accounts WHERE device_id = $1 AND revoked_at IS NULL", device_id
-    )
-    return bool(found)
-
-
 class GatewayExists(Exception):
     """An active gateway account already has this id."""
 
