@@ -1083,11 +1083,28 @@ class MosquittoServer:
             )
             for name in SERVICE_ACCOUNTS
         ]
+        passwd_path = self.dir / PASSWORD_FILE
         if any(current.get(a.username) != a.password_hash for a in services):
             write_atomic(services_path, render_passwords(services))
-        if not (self.dir / PASSWORD_FILE).exists() or not (self.dir / ACL_FILE).exists():
+            if passwd_path.exists():
+                # A password file the worker rendered before: keep its devices and gateways,
+                # with the services' new hashes, until the worker renders it again.
+                kept = [
+                    line
+                    for line in passwd_path.read_text().splitlines()
+                    if line
+                    and not line.startswith("#")
+                    and line.partition(":")[0] not in SERVICE_ACCOUNTS
+                ]
+                write_atomic(
+                    passwd_path,
+                    render_passwords(services).rstrip("\n")
+                    + "\n"
+                    + "".join(f"{x}\n" for x in kept),
+                )
+        if not passwd_path.exists() or not (self.dir / ACL_FILE).exists():
             write_atomic(self.dir / ACL_FILE, render_acl(services, topics_of(load_settings())))
-            write_atomic(self.dir / PASSWORD_FILE, render_passwords(services))
+            write_atomic(passwd_path, render_passwords(services))
 
     def _write_conf(self, run_as: _RunAs | None) -> None:
         d = self.dir

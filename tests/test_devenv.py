@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from broker.passwords import password_hash
 from broker.render import DEV, INGEST
-from territory.devenv import DevEnvError, PostgresServer, Services, embedded_services
+from territory.devenv import (
+    DevEnvError,
+    MosquittoServer,
+    PostgresServer,
+    Services,
+    embedded_services,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +151,49 @@ def test_leaving_the_context_stops_everything(tmp_path: Path) -> None:
         assert not _accepts_tcp(port or 0)
     assert not (tmp_path / "data" / "pg").exists()
     assert not (tmp_path / "data" / "mosquitto").exists()
+
+
+def test_broker_accounts_survive_a_lost_password_store(tmp_path: Path) -> None:
+    """The platform's passwords are made once and kept; if their store is lost, new ones are
+    made at the next start, and the devices' lines the worker rendered are kept meanwhile."""
+    pub, _ = _mqtt_clients()
+    mq = MosquittoServer(tmp_path / "data", auth=True)
+    mq.start()
+    try:
+        with (mq.dir / "passwd").open("a") as f:
+            f.write(f"wm-keep:{password_hash('kept-pw')}\n")
+        old = mq.account_password(DEV)
+        mq.stop()
+        mq.accounts_path.unlink()
+        mq.start()
+        new = mq.account_password(DEV)
+        assert new != old
+
+        def publishes(user: str, password: str) -> bool:
+            return (
+                subprocess.run(
+                    [
+                        *(pub, "-h", "127.0.0.1", "-p", str(mq.port), "-q", "1"),
+                        *(
+                            "-u",
+                            user,
+                            "-P",
+                            password,
+                            "-t",
+                            f"devices/{user}/telemetry",
+                            "-m",
+                            "{}",
+                        ),
+                    ],
+                    capture_output=True,
+                    timeout=10,
+                ).returncode
+                == 0
+            )
+
+        assert publishes(DEV, new)
+        assert not publishes(DEV, old)
+        assert publishes("wm-keep", "kept-pw")
+    finally:
+        mq.stop()
+        mq.remove_data()
