@@ -474,3 +474,36 @@ def test_gateway_cannot_publish_outside_its_tree(
     assert w_outside == [DENIED] * len(w_outside)
     for g in made.values():
         assert api.delete(f"/gateways/{g['id']}").status_code == 204
+
+
+def test_ingest_account_is_enough_for_the_paho_client(
+    broker: devenv.MosquittoServer, settings: Settings, api: TestClient, uid: str, tmp_path: Path
+) -> None:
+    """The other MQTT client of the ingest (paho, with its unsubscribe barrier) works within
+    the @territory-ingest account's rights, in a shared subscription."""
+    dev = f"wm-paho-{uid}"
+    register(api, [dev])
+    password = credentials(api, dev)
+    bsettings = broker_settings(settings, broker)
+    render_once(bsettings)
+    assert broker.port is not None
+    port = broker.port
+    wait_for(lambda: can_connect(port, dev, password), timeout=10)
+    ingest = IngestProcess(
+        bsettings,
+        f"auth-paho-{uid}",
+        tmp_path / "ingest.log",
+        "--group",
+        "territory",
+        env={"TERRITORY_MQTT_CLIENT": "paho"},
+    )
+    ingest.start()
+    try:
+        s = Session(port, dev, password)
+        body = json.dumps({"ts": datetime.now(UTC).isoformat(), "index_m3": 3.25}).encode()
+        assert s.publish_many([(f"devices/{dev}/telemetry", body)]) != [DENIED]
+        s.close()
+        sql = "SELECT index_m3 FROM water_meter_readings WHERE device_id = $1"
+        assert wait_for(lambda: db_fetchval(bsettings, sql, dev), timeout=15) == 3.25
+    finally:
+        assert ingest.stop() == 0, ingest.log()[-3000:]
