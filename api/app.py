@@ -20,6 +20,7 @@ from fastapi_offline import FastAPIOffline
 from api import (
     routes_admin,
     routes_alerts,
+    routes_credentials,
     routes_crew,
     routes_devices,
     routes_opendata,
@@ -160,6 +161,7 @@ def create_app(settings: Settings) -> FastAPI:
         (routes_waste.router, True),
         (routes_alerts.router, True),
         (routes_water.router, True),
+        (routes_credentials.router, True),
         (routes_admin.router, True),
         (routes_crew.router, False),  # checks its key itself (a form, a cookie)
         (routes_opendata.router, False),  # public under /open/; its admin route says so

@@ -14,9 +14,7 @@ port; nothing else is touched.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -37,15 +35,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from broker.passwords import password_hash
+
 DENIED = 0x87
-ITERATIONS = 101  # mosquitto_passwd's default for $7$ (PBKDF2-SHA512)
-
-
-def password_hash(password: str) -> str:
-    """The `$7$` form mosquitto_passwd writes: PBKDF2-SHA512, 12-byte salt, base64."""
-    salt = secrets.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, ITERATIONS)
-    return f"$7${ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 def free_port() -> int:

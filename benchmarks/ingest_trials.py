@@ -460,6 +460,7 @@ class Bench:
         url = urlsplit(mqtt_url)
         self.mqtt_host = url.hostname or "127.0.0.1"
         self.mqtt_port = url.port or 1883
+        self.mqtt_auth = ["-u", url.username, "-P", url.password or ""] if url.username else []
 
     @property
     def db(self) -> asyncpg.Connection:
@@ -632,7 +633,8 @@ class Bench:
         with out_path.open("wb") as out:
             return subprocess.Popen(
                 ["mosquitto_sub", "-h", self.mqtt_host, "-p", str(self.mqtt_port), "-q", "1",
-                 "-t", topic_filter, "-C", str(count), "-F", "%U %p", "-i", cid],
+                 "-t", topic_filter, "-C", str(count), "-F", "%U %p", "-i", cid,
+                 *self.mqtt_auth],
                 stdout=out,
             )  # fmt: skip
 

@@ -198,15 +198,32 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     env = dict(os.environ)
+    # Each platform process connects to the embedded broker with its own account, limited to
+    # what it does (docs/broker-auth.md); with an external broker, all use TERRITORY_MQTT_URL.
+    account_env: dict[str, dict[str, str]] = {}
     with ExitStack() as stack:
         if not settings.database_url or not settings.mqtt_url:
             data_dir = Path(settings.data_dir).resolve()
             print(f"starting embedded PostgreSQL and Mosquitto under {data_dir} ...", flush=True)
             services = stack.enter_context(
-                devenv.embedded_services(data_dir, install=os.geteuid() == 0)
+                devenv.embedded_services(
+                    data_dir, install=os.geteuid() == 0, mqtt_port=args.mqtt_port
+                )
             )
             env["TERRITORY_DATABASE_URL"] = settings.database_url or services.database_url
             env["TERRITORY_MQTT_URL"] = settings.mqtt_url or services.mqtt_url
+            if not settings.mqtt_url and services.mosquitto.auth:
+                from broker import render
+
+                env.update(
+                    {k: v for k, v in services.env().items() if k.startswith("TERRITORY_BROKER")}
+                )
+                for process, account in (
+                    ("ingest", render.INGEST),
+                    ("worker", render.WORKER),
+                    ("simulate", render.SIMULATOR),
+                ):
+                    account_env[process] = {"TERRITORY_MQTT_URL": services.account_url(account)}
         admin_key = settings.admin_key or DEV_ADMIN_KEY
         env["TERRITORY_ADMIN_KEY"] = admin_key
         port = args.port
@@ -230,19 +247,29 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                         child.kill()
 
         stack.callback(stop_children)
-        children.append(subprocess.Popen([*exe, "ingest"], env=env))
-        children.append(subprocess.Popen([*exe, "worker"], env=env))
+        children.append(
+            subprocess.Popen([*exe, "ingest"], env={**env, **account_env.get("ingest", {})})
+        )
+        children.append(
+            subprocess.Popen([*exe, "worker"], env={**env, **account_env.get("worker", {})})
+        )
         children.append(
             subprocess.Popen([*exe, "api", "--host", args.host, "--port", str(port)], env=env)
         )
         _wait_http(f"{api_url}/health", timeout=30)
         if not args.no_simulator:
-            children.append(subprocess.Popen(_simulator_command(exe, args, settings), env=env))
+            children.append(
+                subprocess.Popen(
+                    _simulator_command(exe, args, settings),
+                    env={**env, **account_env.get("simulate", {})},
+                )
+            )
         print(
             f"\nTerritory telemetry is running.\n"
             f"  API docs:   {api_url}/docs\n"
             f"  admin key:  {admin_key}\n"
-            f"  MQTT:       {env['TERRITORY_MQTT_URL']} (publish to devices/<id>/telemetry)\n"
+            f"  MQTT:       {env['TERRITORY_MQTT_URL']} (publish to devices/<id>/telemetry;\n"
+            "              a device's own credentials: POST /devices/<id>/credentials)\n"
             f"  database:   {env['TERRITORY_DATABASE_URL']}\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
@@ -287,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default=None)
     api.add_argument("--port", type=int, default=None)
+    sub.add_parser(
+        "broker-files",
+        help="write the broker's password and ACL files from the registry once "
+        "(TERRITORY_BROKER_AUTH_DIR; the worker keeps them current)",
+    )
     sim = sub.add_parser("simulate", help="run a fleet of simulated devices")
     from simulators.cli import add_arguments
 
@@ -300,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run everything (embedded services when none configured)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=None,
+        help="the embedded broker's port (default: a free one)",
+    )
     run.add_argument("--no-simulator", action="store_true")
     run.add_argument(
         "--sim-devices",
@@ -347,6 +385,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_api(settings, args.host or settings.api_host, args.port or settings.api_port)
     if args.command == "simulate":
         return cmd_simulate(settings, args)
+    if args.command == "broker-files":
+        import asyncio
+
+        from worker.broker_auth import render_now
+
+        settings.require_services()
+        count = asyncio.run(render_now(settings))
+        print(f"broker files written to {settings.broker_auth_dir}: {count} accounts")
+        return 0
     if args.command == "grafana":
         from dashboards.cli import run as run_grafana
 

@@ -190,6 +190,12 @@ class Settings(BaseSettings):
 
     data_dir: str = ".territory"
 
+    # Broker credentials (docs/broker-auth.md): the worker renders Mosquitto's password and ACL
+    # files into this directory (beside `services.passwd`, the platform's own accounts) when it
+    # is set, and sends SIGHUP to the pid in the pid file, if set, after each change.
+    broker_auth_dir: str = ""
+    broker_pid_file: str = ""
+
     @field_validator("database_url")
     @classmethod
     def _check_db(cls, v: str) -> str:

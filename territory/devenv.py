@@ -6,8 +6,15 @@
     with embedded_services(Path(".territory")) as services:
         print(services.database_url, services.mqtt_url)
 
-Nothing here is for production: PostgreSQL trusts every local TCP connection and Mosquitto
-accepts anonymous clients. Both listen on 127.0.0.1 only.
+Nothing here is for production: PostgreSQL trusts every local TCP connection. Mosquitto
+refuses anonymous clients and checks its ACL, as in production (docs/broker-auth.md): the
+platform's own accounts (`@territory-ingest`, `@territory-worker`, `@territory-simulator`, and
+`@territory-dev` for scripts and tests, which may read and write everything) get generated
+passwords, kept in `<data_dir>/broker-accounts.json`; `Services.mqtt_url` carries the dev
+account, `Services.account_url(name)` another one. The worker renders the password and ACL files
+into Mosquitto's directory (`Services.env()` says where, and which pid to send SIGHUP to).
+`TERRITORY_EMBEDDED_BROKER_AUTH=off` starts it open to anonymous clients instead. Both listen on
+127.0.0.1 only.
 
 Running as root. PostgreSQL refuses to run as root, and Mosquitto should not, so as root both
 run as an unprivileged user. Their files must be reachable by that user, and the data dir may
@@ -26,6 +33,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import pwd
 import re
@@ -40,6 +48,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 PG_MIN_MAJOR = 15
 PG_USER = "territory"
@@ -49,6 +58,7 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 RUNTIME_ROOT = Path("/var/tmp")
 TIMESCALEDB_ENV = "TERRITORY_EMBEDDED_TIMESCALEDB"
+BROKER_AUTH_ENV = "TERRITORY_EMBEDDED_BROKER_AUTH"
 # The marker `_no_service_starts` writes, so that it only ever removes its own policy file.
 _POLICY_MARKER = "# territory.devenv: keep apt-get from starting services"
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
@@ -891,10 +901,12 @@ class PostgresServer:
 class MosquittoServer:
     """A private Mosquitto broker with persistence in `<data_dir>/mosquitto`, on 127.0.0.1."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, auth: bool | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self._port_fixed = port is not None
+        # Password and ACL enforced unless switched off (TERRITORY_EMBEDDED_BROKER_AUTH=off).
+        self.auth = os.environ.get(BROKER_AUTH_ENV, "on") != "off" if auth is None else auth
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._lock = _Lock(self.data_dir / ".mosquitto.lock")
@@ -905,6 +917,27 @@ class MosquittoServer:
         if self.port is None:
             raise DevEnvError("Mosquitto has not been started: no port yet")
         return f"mqtt://{LOOPBACK}:{self.port}"
+
+    @property
+    def accounts_path(self) -> Path:
+        """The platform accounts' passwords, in clear: the caller's, not the broker's, file."""
+        return self.data_dir / "broker-accounts.json"
+
+    def account_password(self, username: str) -> str:
+        passwords: dict[str, str] = json.loads(self.accounts_path.read_text())
+        return passwords[username]
+
+    def account_url(self, username: str) -> str:
+        """The broker's URL with a platform account's credentials (the plain URL when the
+        broker is open to anonymous clients)."""
+        if not self.auth:
+            return self.url
+        password = quote(self.account_password(username), safe="")
+        return f"mqtt://{quote(username, safe='@')}:{password}@{LOOPBACK}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self._pid_file()
 
     @property
     def dir(self) -> Path:
@@ -958,6 +991,8 @@ class MosquittoServer:
         run_as = self._run_as()
         directory = self.dir
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.auth:
+            self._write_auth_files()
         if run_as is not None:
             # Mosquitto drops to run_as after reading its config and binding its port, and
             # then writes its log and its persistence file here.
@@ -1007,13 +1042,90 @@ class MosquittoServer:
         # loopback, and PostgreSQL already needs the same /var/tmp arrangement anyway.
         return _RunAs.first_of("mosquitto", "nobody") if _is_root() else None
 
+    def _write_auth_files(self) -> None:
+        """The platform's accounts before the worker has ever run: their passwords (made once,
+        kept in the data dir), `services.passwd` (their hashes, which the worker's render
+        always includes), and a first password file and ACL if none was rendered yet."""
+        from broker.files import ACL_FILE, PASSWORD_FILE, SERVICES_FILE, write_atomic
+        from broker.passwords import generate_password, password_hash, verify
+        from broker.render import (
+            SERVICE_ACCOUNTS,
+            Account,
+            parse_password_file,
+            render_acl,
+            render_passwords,
+        )
+        from territory.config import load_settings
+        from worker.broker_auth import topics_of
+
+        passwords: dict[str, str] = {}
+        with contextlib.suppress(OSError, ValueError):
+            passwords = json.loads(self.accounts_path.read_text())
+        if set(SERVICE_ACCOUNTS) - set(passwords):
+            for name in SERVICE_ACCOUNTS:
+                passwords.setdefault(name, generate_password())
+            fd = os.open(self.accounts_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(passwords, f, indent=1)
+        services_path = self.dir / SERVICES_FILE
+        current: dict[str, str] = {}
+        with contextlib.suppress(OSError, ValueError):
+            current = {
+                a.username: a.password_hash for a in parse_password_file(services_path.read_text())
+            }
+        services = [
+            Account(
+                name,
+                current[name]
+                if name in current and verify(passwords[name], current[name])
+                else password_hash(passwords[name]),
+                "service",
+            )
+            for name in SERVICE_ACCOUNTS
+        ]
+        passwd_path = self.dir / PASSWORD_FILE
+        if any(current.get(a.username) != a.password_hash for a in services):
+            write_atomic(services_path, render_passwords(services))
+            if passwd_path.exists():
+                # A password file the worker rendered before: keep its devices and gateways,
+                # with the services' new hashes, until the worker renders it again.
+                kept = [
+                    line
+                    for line in passwd_path.read_text().splitlines()
+                    if line
+                    and not line.startswith("#")
+                    and line.partition(":")[0] not in SERVICE_ACCOUNTS
+                ]
+                write_atomic(
+                    passwd_path,
+                    render_passwords(services).rstrip("\n")
+                    + "\n"
+                    + "".join(f"{x}\n" for x in kept),
+                )
+        if not passwd_path.exists() or not (self.dir / ACL_FILE).exists():
+            write_atomic(self.dir / ACL_FILE, render_acl(services, topics_of(load_settings())))
+            write_atomic(passwd_path, render_passwords(services))
+
     def _write_conf(self, run_as: _RunAs | None) -> None:
         d = self.dir
+        if self.auth:
+            access = [
+                "# Accounts and rights: rendered from the registry by the territory worker,",
+                "# reloaded on SIGHUP (docs/broker-auth.md).",
+                "allow_anonymous false",
+                f"password_file {d}/passwd",
+                f"acl_file {d}/acl",
+            ]
+        else:
+            access = [
+                f"# Development only ({BROKER_AUTH_ENV}=off): anyone on this machine may",
+                "# connect, without a password.",
+                "allow_anonymous true",
+            ]
         lines = [
             "# Written by territory.devenv at every start; edits are lost.",
             f"listener {self.port} {LOOPBACK}",
-            "# Development only: anyone on this machine may connect, without a password.",
-            "allow_anonymous true",
+            *access,
             "persistence true",
             f"persistence_location {d}/",
             "autosave_interval 1",
@@ -1115,7 +1227,13 @@ class Services:
 
     @property
     def mqtt_url(self) -> str:
-        return self.mosquitto.url
+        """With the development account's credentials, which may read and write everything."""
+        from broker.render import DEV
+
+        return self.mosquitto.account_url(DEV)
+
+    def account_url(self, username: str) -> str:
+        return self.mosquitto.account_url(username)
 
     @property
     def timescaledb(self) -> bool:
@@ -1123,12 +1241,21 @@ class Services:
 
     def env(self) -> dict[str, str]:
         """TERRITORY_* variables pointing a `territory` process at these servers."""
-        return {"TERRITORY_DATABASE_URL": self.database_url, "TERRITORY_MQTT_URL": self.mqtt_url}
+        env = {"TERRITORY_DATABASE_URL": self.database_url, "TERRITORY_MQTT_URL": self.mqtt_url}
+        if self.mosquitto.auth:
+            env["TERRITORY_BROKER_AUTH_DIR"] = str(self.mosquitto.dir)
+            env["TERRITORY_BROKER_PID_FILE"] = str(self.mosquitto.pid_file)
+        return env
 
 
 @contextlib.contextmanager
 def embedded_services(
-    data_dir: Path, install: bool = False, *, keep_data: bool = True
+    data_dir: Path,
+    install: bool = False,
+    *,
+    keep_data: bool = True,
+    mqtt_port: int | None = None,
+    broker_auth: bool | None = None,
 ) -> Iterator[Services]:
     """Start PostgreSQL, then Mosquitto, with their data under `data_dir`; stop both on exit.
 
@@ -1138,7 +1265,9 @@ def embedded_services(
     data_dir = Path(data_dir).absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_packages(install, log=data_dir / "apt.log")
-    services = Services(PostgresServer(data_dir), MosquittoServer(data_dir))
+    services = Services(
+        PostgresServer(data_dir), MosquittoServer(data_dir, mqtt_port, auth=broker_auth)
+    )
     try:
         services.postgres.start()
         services.mosquitto.start()

@@ -192,6 +192,8 @@ class Publisher:
             client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
+        if target.username:
+            self.client.username_pw_set(target.username, target.password)
         self.client.connect(target.host, target.port)
         self.client.loop_start()
 

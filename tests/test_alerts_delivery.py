@@ -87,6 +87,8 @@ class AlertSubscriber:
         )
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+        if target.username:
+            self.client.username_pw_set(target.username, target.password)
         self.client.connect(target.host, target.port)
         self.client.loop_start()
         assert subscribed.wait(10)

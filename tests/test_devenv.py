@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from territory.devenv import DevEnvError, PostgresServer, Services, embedded_services
+from broker.passwords import password_hash
+from broker.render import DEV, INGEST
+from territory.devenv import (
+    DevEnvError,
+    MosquittoServer,
+    PostgresServer,
+    Services,
+    embedded_services,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +54,12 @@ def _mqtt_clients() -> tuple[str, str]:
 def test_both_start_and_accept_connections(devenv_services: Services) -> None:
     pg, mq = devenv_services.postgres, devenv_services.mosquitto
     assert devenv_services.database_url == f"postgresql://territory@127.0.0.1:{pg.port}/territory"
-    assert devenv_services.mqtt_url == f"mqtt://127.0.0.1:{mq.port}"
+    dev_password = mq.account_password(DEV)
+    assert devenv_services.mqtt_url == f"mqtt://{DEV}:{dev_password}@127.0.0.1:{mq.port}"
+    assert devenv_services.env()["TERRITORY_BROKER_AUTH_DIR"] == str(mq.dir)
+    assert Path(devenv_services.env()["TERRITORY_BROKER_PID_FILE"]).read_text().strip() == str(
+        mq.pid
+    )
     assert pg.psql("SELECT current_user, current_database()").strip() == "territory|territory"
     assert pg.psql("SHOW fsync").strip() == "on"
     assert pg.psql("SHOW listen_addresses").strip() == "127.0.0.1"
@@ -77,17 +90,41 @@ def test_mosquitto_restart_keeps_retained_message(devenv_services: Services) -> 
     pub, sub = _mqtt_clients()
     mq = devenv_services.mosquitto
     port = str(mq.port)
+    dev = ["-u", DEV, "-P", mq.account_password(DEV)]
     subprocess.run(
-        [pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-r", "-t", "devenv/kept", "-m", "hi"],
+        [
+            pub,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-q",
+            "1",
+            "-r",
+            "-t",
+            "devenv/kept",
+            "-m",
+            "hi",
+            *dev,
+        ],
         check=True,
         timeout=10,
     )
+    ingest_password = mq.account_password(INGEST)
 
     mq.restart()
     assert str(mq.port) == port
+    # The platform's accounts keep their passwords across restarts; anonymous stays refused.
+    assert mq.account_password(INGEST) == ingest_password
+    anonymous = subprocess.run(
+        [pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-t", "devenv/anon", "-m", "x"],
+        capture_output=True,
+        timeout=10,
+    )
+    assert anonymous.returncode != 0
 
     got = subprocess.run(
-        [sub, "-h", "127.0.0.1", "-p", port, "-t", "devenv/kept", "-C", "1", "-W", "5"],
+        [sub, "-h", "127.0.0.1", "-p", port, "-t", "devenv/kept", "-C", "1", "-W", "5", *dev],
         capture_output=True,
         text=True,
         timeout=10,
@@ -114,3 +151,49 @@ def test_leaving_the_context_stops_everything(tmp_path: Path) -> None:
         assert not _accepts_tcp(port or 0)
     assert not (tmp_path / "data" / "pg").exists()
     assert not (tmp_path / "data" / "mosquitto").exists()
+
+
+def test_broker_accounts_survive_a_lost_password_store(tmp_path: Path) -> None:
+    """The platform's passwords are made once and kept; if their store is lost, new ones are
+    made at the next start, and the devices' lines the worker rendered are kept meanwhile."""
+    pub, _ = _mqtt_clients()
+    mq = MosquittoServer(tmp_path / "data", auth=True)
+    mq.start()
+    try:
+        with (mq.dir / "passwd").open("a") as f:
+            f.write(f"wm-keep:{password_hash('kept-pw')}\n")
+        old = mq.account_password(DEV)
+        mq.stop()
+        mq.accounts_path.unlink()
+        mq.start()
+        new = mq.account_password(DEV)
+        assert new != old
+
+        def publishes(user: str, password: str) -> bool:
+            return (
+                subprocess.run(
+                    [
+                        *(pub, "-h", "127.0.0.1", "-p", str(mq.port), "-q", "1"),
+                        *(
+                            "-u",
+                            user,
+                            "-P",
+                            password,
+                            "-t",
+                            f"devices/{user}/telemetry",
+                            "-m",
+                            "{}",
+                        ),
+                    ],
+                    capture_output=True,
+                    timeout=10,
+                ).returncode
+                == 0
+            )
+
+        assert publishes(DEV, new)
+        assert not publishes(DEV, old)
+        assert publishes("wm-keep", "kept-pw")
+    finally:
+        mq.stop()
+        mq.remove_data()

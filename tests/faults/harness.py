@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import paho.mqtt.client as mqtt
@@ -634,7 +635,9 @@ class Scenario:
         """A proxy in front of the broker that reads the MQTT packets; and its URL."""
         proxy = Proxy(int(self.services.mosquitto.port), mqtt=True)
         self.closers.append(proxy.close)
-        return proxy, f"mqtt://127.0.0.1:{proxy.port}"
+        # The same credentials as the broker's own URL: the proxy only relays the packets.
+        userinfo = urlsplit(self.mqtt_url).netloc.rpartition("@")[0]
+        return proxy, f"mqtt://{userinfo + '@' if userinfo else ''}127.0.0.1:{proxy.port}"
 
     def slow_database(self, delay_s: float) -> tuple[Proxy, str]:
         """A proxy in front of PostgreSQL adding `delay_s` each way; and its URL."""
