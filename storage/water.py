@@ -497,7 +497,7 @@ async def leak_candidates(
         JOIN devices d ON d.id = w.device_id AND d.kind = 'water_meter'
              AND ($2::text IS NULL OR d.attributes ->> 'district' = $2)
         WHERE w.day = $1
-          AND (w.night_min_lph >= $3 OR w.max_hour_l >= $4 OR w.continuous
+          AND (w.night_min_lph >= least($3::float8, $4::float8) OR w.continuous
                OR w.leak_alarm_at IS NOT NULL OR w.burst_alarm_at IS NOT NULL)
         ORDER BY w.device_id
         """,
