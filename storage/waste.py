@@ -463,3 +463,26 @@ async def rounds(pool: asyncpg.Pool) -> list[tuple[str | None, str | None]]:
         None,
     )
     return [(r["stream"], r["grp"]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class FillState:
+    device_id: str
+    fill_pct: float | None
+    threshold_pct: float
+
+
+async def fill_states_changed(
+    conn: asyncpg.Connection, lower: datetime, upper: datetime
+) -> list[FillState]:
+    """The columns whose state the waste job rewrote with `lower <= updated_at < upper`
+    (`updated_at` is the job transaction's start, so the change-feed window applies): the
+    filtered level the alert engine judges `bin_full` on. One row per column: a scan of the
+    state table, a few thousand rows."""
+    rows = await conn.fetch(
+        "SELECT device_id, fill_pct, threshold_pct FROM waste_column_state "
+        "WHERE updated_at >= $1 AND updated_at < $2 ORDER BY device_id",
+        lower,
+        upper,
+    )
+    return [FillState(r["device_id"], r["fill_pct"], r["threshold_pct"]) for r in rows]
