@@ -251,6 +251,7 @@ def test_leaks_against_truth(territory: Territory, api: TestClient) -> None:
     tp = fp = fn = wrong = 0
     alarm_missed: list[tuple[str, date]] = []
     flow_listed_healthy: list[tuple[str, date, Any]] = []
+    sparse_listed = 0
     for day in days:
         listed: dict[str, dict[str, Any]] = {}
         for district in truth.district_meters():
@@ -288,9 +289,13 @@ def test_leaks_against_truth(territory: Territory, api: TestClient) -> None:
                     continue  # its readings may fall before the alarm starts: checked below
                 if item is None or item["status"] not in ("leak", "burst"):
                     alarm_missed.append((m.device_id, day))
-        # A meter the truth says is not leaking is never listed, whatever its data rate.
+        # A meter the truth says is not leaking is never listed, whatever its data rate, and a
+        # twice-a-day meter only on its own alarms.
         for dev, item in listed.items():
             m = truth.meters[dev]
+            if not m.hourly_data:
+                assert all(r.startswith("meter alarm") for r in item["reasons"]), item
+                sparse_listed += 1
             assert m.leak is not None and m.leak.since < _local_midnight(day + timedelta(days=1)), (
                 dev,
                 day,
@@ -301,7 +306,8 @@ def test_leaks_against_truth(territory: Territory, api: TestClient) -> None:
     print(
         f"\nleaks (flow rules, {len(days)} days x {len(truth.meters)} meters): "
         f"precision {precision:.3f}, recall {recall:.3f} "
-        f"(tp {tp}, fp {fp}, fn {fn}, wrong suspected {wrong})"
+        f"(tp {tp}, fp {fp}, fn {fn}, wrong suspected {wrong}); twice-a-day meters listed on "
+        f"their own alarms: {sparse_listed} meter-days"
     )
     assert tp + fn >= 20  # enough visible leak-days to score
     assert recall >= 0.9
