@@ -470,6 +470,7 @@ class FillState:
     device_id: str
     fill_pct: float | None
     threshold_pct: float
+    threshold_set: bool  # the column has its own `threshold_pct` attribute
 
 
 async def fill_states_changed(
@@ -480,9 +481,14 @@ async def fill_states_changed(
     filtered level the alert engine judges `bin_full` on. One row per column: a scan of the
     state table, a few thousand rows."""
     rows = await conn.fetch(
-        "SELECT device_id, fill_pct, threshold_pct FROM waste_column_state "
-        "WHERE updated_at >= $1 AND updated_at < $2 ORDER BY device_id",
+        "SELECT s.device_id, s.fill_pct, s.threshold_pct, "
+        "coalesce(d.attributes ? 'threshold_pct', false) AS threshold_set "
+        "FROM waste_column_state s LEFT JOIN devices d ON d.id = s.device_id "
+        "WHERE s.updated_at >= $1 AND s.updated_at < $2 ORDER BY s.device_id",
         lower,
         upper,
     )
-    return [FillState(r["device_id"], r["fill_pct"], r["threshold_pct"]) for r in rows]
+    return [
+        FillState(r["device_id"], r["fill_pct"], r["threshold_pct"], r["threshold_set"])
+        for r in rows
+    ]

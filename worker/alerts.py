@@ -204,12 +204,16 @@ async def leak_source(conn: asyncpg.Connection, cycle: Cycle) -> Sequence[Condit
 
 async def bin_full_source(conn: asyncpg.Connection, cycle: Cycle) -> Sequence[Condition]:
     """`bin_full` on the waste model's filtered level (waste_column_state: spikes, echoes and
-    lid-open readings left out) against the column's threshold, cleared under threshold - 10
-    points: for the columns the waste job rewrote in this cycle's window."""
-    margin = cycle.settings.alert_bin_full_clear_margin_pct
+    lid-open readings left out) against the column's `threshold_pct` (the model's own, stored
+    with the state) or else TERRITORY_ALERT_BIN_FULL_PCT, cleared under threshold - 10 points:
+    for the columns the waste job rewrote in this cycle's window."""
+    s = cycle.settings
+    margin = s.alert_bin_full_clear_margin_pct
     out: list[Condition] = []
     for st in await wq.fill_states_changed(conn, cycle.window.lower, cycle.window.upper):
-        v = rules.bin_full_verdict(st.fill_pct, st.threshold_pct, margin)
+        # A column without its own threshold: TERRITORY_ALERT_BIN_FULL_PCT, as before.
+        threshold = st.threshold_pct if st.threshold_set else s.alert_bin_full_pct
+        v = rules.bin_full_verdict(st.fill_pct, threshold, margin)
         if v is not None:
             out.append(Condition(st.device_id, "bin_full", v.active, detail=v.detail))
     return out
