@@ -243,8 +243,8 @@ async def run(args: argparse.Namespace, database_url: str, mqtt_url: str) -> Non
         report = await migrate(conn)
         print(f"database: {report.backend}")
         await conn.execute(
-            "TRUNCATE devices, device_activity, alert_silence, alert_events, alerts, "
-            "alert_notifications, alert_groups, alert_engine_state, worker_watermarks, "
+            "TRUNCATE devices, waste_crew_emptied, device_activity, alert_silence, alert_events, "
+            "alerts, alert_notifications, alert_groups, alert_engine_state, worker_watermarks, "
             "water_meter_readings, waste_column_readings, parking_sensor_readings"
         )
         await load_fleet(conn, args.devices)
