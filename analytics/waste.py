@@ -153,10 +153,11 @@ def _is_spike(before: Point, cur: Point, after: Point) -> bool:
 
 
 def despike(points: Sequence[Point], context: Point | None = None) -> tuple[list[Point], bool]:
-    """The points without single-reading spikes (the median of 3 with each reading's two
-    neighbours decides). `context` is the point just before `points` (not returned). The last
-    point has no next neighbour: it is kept unless it is a drop that would count as an
-    emptying, which waits for the next reading (returns True when it was held back)."""
+    """The points without single-reading spikes (the median of 3 with the last reading kept
+    before each one and the reading after it decides). `context` is the point just before
+    `points` (not returned). The last point has no next neighbour: it is kept unless it is a
+    drop that would count as an emptying, which waits for the next reading (returns True
+    when it was held back)."""
     seq = ([context] if context else []) + list(points)
     kept: list[Point] = []
     for i in range(1 if context else 0, len(seq)):
@@ -166,7 +167,10 @@ def despike(points: Sequence[Point], context: Point | None = None) -> tuple[list
             if prev is not None and _is_emptying(prev.fill_pct, cur.fill_pct):
                 return kept, True
             kept.append(cur)
-        elif i > 0 and _is_spike(seq[i - 1], cur, seq[i + 1]):
+        elif i > 0 and _is_spike(kept[-1] if kept else seq[i - 1], cur, seq[i + 1]):
+            # Judged against the last reading kept, not the raw one before: of two outliers
+            # in a row (an echo in the blind zone, then one beyond the bottom), the second
+            # would otherwise pass as a drop to 0 and a rise back, i.e. a false emptying.
             continue
         else:
             kept.append(cur)

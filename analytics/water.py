@@ -279,24 +279,48 @@ def night_run(days: Sequence[MeterDay], t: LeakThresholds) -> NightRun:
 
 def judge(today: MeterDay, run: NightRun, t: LeakThresholds) -> LeakVerdict | None:
     """The verdict for one meter and day: the most severe rule that fires."""
+    found = _findings(today, run, t)
+    if not found:
+        return None
+    status = max(found, key=lambda f: _RANK[f[0]])[0]
+    since = min(f[1] for f in found if f[0] == status)
+    return LeakVerdict(status, today.night_min_lph, run.nights, since, tuple(f[2] for f in found))
+
+
+def alert_statuses(
+    judged: MeterDay, run: NightRun, t: LeakThresholds, later: MeterDay | None = None
+) -> frozenset[str]:
+    """Which of `leak` and `burst` a meter's alerts should show: every rule that fires on the
+    judged day (the latest whose night was measured; `run` ends on it), not only the most
+    severe, plus the meter's own alarms of `later` (today, when its night is not measured
+    yet). So an alert opens the day a rule fires and clears only after a whole night without
+    it (docs/alerts.md)."""
+    statuses = {f[0] for f in _findings(judged, run, t)}
+    if later is not None:
+        if later.leak_alarm_at is not None:
+            statuses.add("leak")
+        if later.burst_alarm_at is not None:
+            statuses.add("burst")
+    return frozenset(statuses & {"leak", "burst"})
+
+
+def _findings(today: MeterDay, run: NightRun, t: LeakThresholds) -> list[tuple[str, datetime, str]]:
     found: list[tuple[str, datetime, str]] = []
     if run.nights >= t.nights and run.since is not None:
         status = "leak" if run.leak_nights >= t.nights else "suspected"
         found.append((status, run.since, f"night minimum on {run.nights} nights"))
     if today.continuous:
         found.append(("suspected", today.day_start, "continuous flow"))
-    if today.max_hour_l is not None and today.max_hour_l >= t.burst_lph:
-        assert today.max_hour_at is not None
-        found.append(("burst", today.max_hour_at, "hourly volume"))
+    # The burst rule reads the night window like the leak rule: by day an hour of 100 L is a
+    # bath and a wash, or any business's working hour (on a simulated working day it listed
+    # 29 meters of 100, none bursting). A burst by day is left to the meter's own alarm.
+    if today.night_min_lph is not None and today.night_min_lph >= t.burst_lph:
+        found.append(("burst", today.night_start, "night minimum at burst flow"))
     if today.leak_alarm_at is not None:
         found.append(("leak", today.leak_alarm_at, "meter alarm leak"))
     if today.burst_alarm_at is not None:
         found.append(("burst", today.burst_alarm_at, "meter alarm burst"))
-    if not found:
-        return None
-    status = max(found, key=lambda f: _RANK[f[0]])[0]
-    since = min(f[1] for f in found if f[0] == status)
-    return LeakVerdict(status, today.night_min_lph, run.nights, since, tuple(f[2] for f in found))
+    return found
 
 
 def epoch(dt: datetime) -> float:

@@ -169,8 +169,8 @@ _RANK = {"burst": 0, "leak": 1, "suspected": 2}
     "/leaks",
     response_model=LeaksOut,
     summary="Meters with a suspected leak, a leak or a burst on a local day",
-    description="Night minimum flow on consecutive nights, continuous flow over the day, an "
-    "hour above the burst threshold, and the meter's own leak/burst alarm. Only hours whose "
+    description="Night minimum flow on consecutive nights, continuous flow over the day, a "
+    "night minimum at burst flow, and the meter's own leak/burst alarm. Only hours whose "
     "readings are at most about an hour apart are judged (docs/water.md). `date`: a local day "
     "in the platform's water time zone, default today; `group`: a district, default all.",
     responses={404: {"description": "Unknown district"}},

@@ -1656,7 +1656,10 @@ def history(
     _require_aware(end)
     if hours <= 0 or not devices:
         return
-    for _, msg in schedule(devices, end - timedelta(hours=hours), end):
+    # Elapsed hours, not wall-clock ones: `end` in Europe/Paris minus 14 days across a clock
+    # change would otherwise be 337 or 335 hours, unlike the same `end` at a fixed offset.
+    start = (end.astimezone(UTC) - timedelta(hours=hours)).astimezone(end.tzinfo)
+    for _, msg in schedule(devices, start, end):
         if msg is not None:
             yield msg
 

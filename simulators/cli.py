@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from devices.kinds import DeviceKind
@@ -306,7 +306,9 @@ def run(args: argparse.Namespace, *, api_url: str, admin_key: str, mqtt_url: str
         )
         return 2
     end = history_end or now
-    epoch: datetime = getattr(args, "epoch", None) or end - timedelta(hours=history_hours)
+    epoch: datetime = getattr(args, "epoch", None) or (
+        end.astimezone(UTC) - timedelta(hours=history_hours)
+    ).astimezone(end.tzinfo)
     devices = build_fleet(args.kinds, counts, seed=args.seed, id_prefix=args.id_prefix, epoch=epoch)
     if not devices:
         print("simulate: no devices to simulate (--devices 0)", file=sys.stderr)

@@ -827,3 +827,37 @@ async def prune_outbox(conn: asyncpg.Connection, older_than_s: float) -> tuple[i
         older_than_s,
     )
     return int(notes.split()[-1]), int(evs.split()[-1])
+
+
+# -- derived conditions (worker/alerts.py sources over derived data) ------------------------------
+
+
+async def open_alert_devices(conn: asyncpg.Connection, types: Sequence[str]) -> set[str]:
+    """Devices with an alert of one of `types` not cleared (the partial unique index holds
+    exactly those rows)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT device_id FROM alerts "
+        "WHERE type = ANY($1::text[]) AND status <> 'cleared'",
+        list(types),
+    )
+    return {r["device_id"] for r in rows}
+
+
+async def water_flagged_since(
+    conn: asyncpg.Connection, since: Mapping[str, datetime], flag: str
+) -> set[str]:
+    """The meters of `since` with a reading carrying `flag` at or after their own time (device
+    time, through the primary key)."""
+    if not since:
+        return set()
+    rows = await conn.fetch(
+        """
+        SELECT s.id FROM unnest($1::text[], $2::timestamptz[]) AS s(id, since)
+        WHERE EXISTS (SELECT 1 FROM water_meter_readings r
+                      WHERE r.device_id = s.id AND r.ts >= s.since AND $3 = ANY (r.alarms))
+        """,
+        list(since),
+        list(since.values()),
+        flag,
+    )
+    return {r["id"] for r in rows}

@@ -485,3 +485,32 @@ async def rounds(
         tenant,
     )
     return [(r["stream"], r["grp"]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class FillState:
+    device_id: str
+    fill_pct: float | None
+    threshold_pct: float
+    threshold_set: bool  # the column has its own `threshold_pct` attribute
+
+
+async def fill_states_changed(
+    conn: asyncpg.Connection, lower: datetime, upper: datetime
+) -> list[FillState]:
+    """The columns whose state the waste job rewrote with `lower <= updated_at < upper`
+    (`updated_at` is the job transaction's start, so the change-feed window applies): the
+    filtered level the alert engine judges `bin_full` on. One row per column: a scan of the
+    state table, a few thousand rows."""
+    rows = await conn.fetch(
+        "SELECT s.device_id, s.fill_pct, s.threshold_pct, "
+        "coalesce(d.attributes ? 'threshold_pct', false) AS threshold_set "
+        "FROM waste_column_state s LEFT JOIN devices d ON d.id = s.device_id "
+        "WHERE s.updated_at >= $1 AND s.updated_at < $2 ORDER BY s.device_id",
+        lower,
+        upper,
+    )
+    return [
+        FillState(r["device_id"], r["fill_pct"], r["threshold_pct"], r["threshold_set"])
+        for r in rows
+    ]

@@ -525,7 +525,7 @@ async def leak_candidates(
              AND ($2::text IS NULL OR d.attributes ->> 'district' = $2)
              AND ($5::text IS NULL OR d.tenant = $5)
         WHERE w.day = $1
-          AND (w.night_min_lph >= $3 OR w.max_hour_l >= $4 OR w.continuous
+          AND (w.night_min_lph >= least($3::float8, $4::float8) OR w.continuous
                OR w.leak_alarm_at IS NOT NULL OR w.burst_alarm_at IS NOT NULL)
         ORDER BY w.device_id
         """,
@@ -534,6 +534,35 @@ async def leak_candidates(
         suspected_lph,
         burst_l,
         tenant,
+    )
+    return [_day(r) for r in rows]
+
+
+async def alert_meter_days(
+    conn: Conn, days: Sequence[date], suspected_lph: float, also: Iterable[str]
+) -> list[MeterDayRow]:
+    """The rows of `days` of the meters whose rows show anything a leak rule could use (a
+    night at or over `suspected_lph`, a leak or burst alarm), and of the meters `also` (those
+    with a leak alert open): what the alert engine judges each cycle. Through the day index:
+    the rows of two days, not the history."""
+    rows = await conn.fetch(
+        f"""
+        WITH ids AS (
+            SELECT w.device_id FROM water_meter_days w
+            WHERE w.day = ANY($1::date[])
+              AND (w.night_min_lph >= $2 OR w.leak_alarm_at IS NOT NULL
+                   OR w.burst_alarm_at IS NOT NULL)
+            UNION
+            SELECT unnest($3::text[])
+        )
+        SELECT {_DAY_COLUMNS}
+        FROM water_meter_days w JOIN ids ON ids.device_id = w.device_id
+        WHERE w.day = ANY($1::date[])
+        ORDER BY w.device_id, w.day
+        """,
+        list(days),
+        suspected_lph,
+        list(also),
     )
     return [_day(r) for r in rows]
 

@@ -24,6 +24,7 @@ from storage.changes import open_window
 from storage.pool import connect
 from territory.config import Settings
 from tests.conftest import Publisher, ingest_env, make_settings, wait_for
+from worker import waste as waste_job
 from worker.alerts import Condition, apply, run_alerts
 from worker.jobs import Job
 from worker.service import Worker
@@ -38,6 +39,19 @@ def cycle(settings: Settings) -> None:
 
     async def _run() -> None:
         w = Worker(settings, margin=timedelta(0), jobs=[Job("alerts", run_alerts)])
+        try:
+            await w.run_once()
+        finally:
+            await w.close()
+
+    asyncio.run(_run())
+
+
+def waste_then_cycle(settings: Settings) -> None:
+    """The waste job (bin_full reads its filtered level), then an evaluation cycle."""
+
+    async def _run() -> None:
+        w = Worker(settings, margin=timedelta(0), jobs=[waste_job.JOB, Job("alerts", run_alerts)])
         try:
             await w.run_once()
         finally:
@@ -229,20 +243,20 @@ class TestTypes:
         dev = f"{devices}-bin"
         register(api, dev, "waste_column", threshold_pct=90, depth_mm=1800)
         waste(settings, dev, 50, alarms=("fire", "tilt", "lid_open"), ago_s=5)
-        cycle(settings)
+        waste_then_cycle(settings)
         assert set(active(api, dev)) == {"fire", "tilt"}
         waste(settings, dev, 92, ago_s=4)  # 92 >= 90
-        cycle(settings)
+        waste_then_cycle(settings)
         full = active(api, dev)["bin_full"]
         assert full["detail"] == {"fill_pct": 92.0, "threshold_pct": 90.0}
         waste(settings, dev, 81, ago_s=3)  # 81 >= 90 - 10: still full; fire/tilt clean twice
-        cycle(settings)
+        waste_then_cycle(settings)
         assert set(active(api, dev)) == {"bin_full"}
         waste(settings, dev, 79.9, ago_s=2)  # < 80: cleared
-        cycle(settings)
+        waste_then_cycle(settings)
         assert active(api, dev) == {}
         waste(settings, dev, 89.9, ago_s=1)  # below 90: not full again
-        cycle(settings)
+        waste_then_cycle(settings)
         assert active(api, dev) == {}
 
     def test_bin_full_default_threshold_is_80(
@@ -251,7 +265,7 @@ class TestTypes:
         dev = f"{devices}-bin80"
         register(api, dev, "waste_column")
         waste(settings, dev, 80.0, ago_s=1)
-        cycle(settings)
+        waste_then_cycle(settings)
         assert active(api, dev)["bin_full"]["detail"]["threshold_pct"] == 80.0
 
     def test_battery_low_by_level_with_hysteresis_and_by_flag(
@@ -378,7 +392,7 @@ class TestLifecycleAndApi:
         for dev in ids:
             register(api, dev, "waste_column", group=group)
             waste(settings, dev, 95, alarms=("fire",), ago_s=1)
-        cycle(settings)
+        waste_then_cycle(settings)
         seen: list[int] = []
         cursor = None
         while True:

@@ -124,6 +124,18 @@ def test_single_low_outlier_is_not_an_emptying() -> None:
     assert f.fill_pct == 60
 
 
+def test_two_outliers_in_a_row_high_then_low_are_not_an_emptying() -> None:
+    # A column at 37 % (on-board fill, so no distance to drop them by): an echo in the blind
+    # zone reads 91.5 %, the next reading one beyond the bottom reads 0 %, then 37.6 % again
+    # (seen in the simulated territory). Judged against its raw neighbours (91.5 and 37.6)
+    # the 0 % would pass and make a drop of 37 points: an emptying that never happened.
+    points = pts((0, 37.0), (1, 37.2), (2, 91.5), (3, 0.0), (4, 37.6), (5, 37.8))
+    f = forecast_column(points, [], COL)
+    assert f.emptyings == []
+    assert f.last_emptied is None
+    assert f.fill_pct == 37.8
+
+
 def test_a_drop_seen_mid_way_is_one_emptying() -> None:
     # 85 → 50 (35 points) → 12 (38 points) → 2 (10 points, to ≤ 15 %) → 3: one emptying, at
     # the first low reading (48 h), from 85 to the last of the drop (2 %)

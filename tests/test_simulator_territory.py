@@ -404,6 +404,22 @@ def test_same_seed_same_history_other_seed_other_history() -> None:
     assert bodies("a") != bodies("b")
 
 
+def test_history_hours_are_elapsed_hours_across_a_clock_change() -> None:
+    """The same end, in Europe/Paris or at its fixed offset, gives the same readings: 48 h
+    before 2026-10-26 12:00 (the clocks went back on the 25th) is 2026-10-24 13:00 CEST."""
+    end = datetime(2026, 10, 26, 12, 0, tzinfo=PARIS)
+    fixed = datetime.fromisoformat(end.isoformat())
+    epoch = datetime(2026, 10, 24, 13, 0, tzinfo=PARIS)
+
+    def readings(e: datetime) -> list[tuple[str, str]]:
+        fleet = build_fleet(per_kind=3, seed="dst", epoch=epoch)
+        return [(m.device_id, str(m.payload["ts"])) for m in history(fleet, e, hours=48)]
+
+    in_paris = readings(end)
+    assert in_paris == readings(fixed)
+    assert min(datetime.fromisoformat(ts) for _, ts in in_paris) >= epoch
+
+
 # --- day types ------------------------------------------------------------------------------
 
 

@@ -444,16 +444,22 @@ def test_leak_list_from_night_minimum_bursts_alarms_and_sparse_meters(
 
     insert(settings, ids["l12"], hourly_series(start, n, zero_at_noon(12.0), 0.0))
     insert(settings, ids["l6"], hourly_series(start, n, zero_at_noon(6.0), 0.0))
-    # 150 L between 10:00 and 11:00 local on the 14th (09:00Z), nothing otherwise.
-    burst_hour = int((datetime(2026, 1, 14, 9, tzinfo=UTC) - start) / H)
-    insert(settings, ids["burst"], hourly_series(start, n, {burst_hour: 150.0}, 0.0))
+    # 150 L/h through the night of the 14th (02:00-05:00 local, 01Z-04Z), nothing otherwise.
+    night = int((datetime(2026, 1, 14, 1, tzinfo=UTC) - start) / H)
+    insert(
+        settings,
+        ids["burst"],
+        hourly_series(start, n, {night: 150.0, night + 1: 150.0, night + 2: 150.0}, 0.0),
+    )
+    # 150 L in one hour of the day (a bath and a wash, a business): not a burst.
+    day_hour = int((datetime(2026, 1, 14, 9, tzinfo=UTC) - start) / H)
+    insert(settings, ids["quiet"], hourly_series(start, n, {day_hour: 150.0}, 0.0))
     # Twice a day, 12 L/h on average (144 L per 12 h): nothing can be read per hour.
     insert(
         settings,
         ids["sparse"],
         [(start + k * 12 * H, 50 + 0.144 * k) for k in range(n // 12 + 1)],
     )
-    insert(settings, ids["quiet"], hourly_series(start, n, {}, 0.0))
     # 12 L/h like l12, but the 03:00 local (02:00Z) reading of the 13th is missing: 01Z -> 03Z
     # is two hours, so the night of the 13th is not measured and the run on the 14th is 1 night.
     hole = datetime(2026, 1, 13, 2, tzinfo=UTC)
@@ -483,8 +489,8 @@ def test_leak_list_from_night_minimum_bursts_alarms_and_sparse_meters(
     burst = found[ids["burst"]]
     assert (burst["status"], burst["since"], burst["nights"]) == (
         "burst",
-        "2026-01-14T10:00:00+01:00",
-        0,
+        "2026-01-14T02:00:00+01:00",
+        1,
     )
     assert found[ids["alarm"]]["status"] == "leak"
     assert found[ids["alarm"]]["since"] == "2026-01-14T08:30:00+01:00"

@@ -245,10 +245,20 @@ def test_three_nights_at_12_lph_is_a_leak_and_at_6_lph_suspected() -> None:
     assert verdict([night(11, 12.0), night(13, 12.0), night(14, 12.0)]) is None
 
 
-def test_a_burst_hour_and_a_meter_alarm() -> None:
+def test_a_burst_night_and_a_meter_alarm() -> None:
     at = datetime(2026, 1, 14, 10, tzinfo=PARIS)
-    v = verdict([night(14, 0.0, max_hour_l=150.0, max_hour_at=at)])
-    assert v is not None and (v.status, v.since, v.nights) == ("burst", at, 0)
+    # 150 L/h through the night (one night is enough): a burst since 02:00.
+    v = verdict([night(14, 150.0, max_hour_l=400.0, max_hour_at=at)])
+    assert v is not None and (v.status, v.since, v.nights) == (
+        "burst",
+        datetime(2026, 1, 14, 2, tzinfo=PARIS),
+        1,
+    )
+    assert v.reasons == ("night minimum at burst flow",)
+    # 150 L in an hour of the day with quiet nights: a bath, a business; not listed.
+    assert verdict([night(14, 0.0, max_hour_l=150.0, max_hour_at=at)]) is None
+    # 99 L/h through the night: not a burst (and one night is not a leak run).
+    assert verdict([night(14, 99.0)]) is None
     v = verdict([night(14, 0.0, leak_alarm_at=at)])
     assert v is not None and v.status == "leak"
     v = verdict([night(14, 1.0, continuous=True)])

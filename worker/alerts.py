@@ -7,26 +7,13 @@ A condition source is `async def evaluate(conn, cycle) -> Sequence[Condition]`, 
 `active=True` opens the alert (or counts a repeat on the one open), `active=False` clears it;
 a (device, type) it says nothing about keeps its state. `cycle` tells it the time, the settings,
 the job's window of the change feed and the devices with new readings, so a source can be
-incremental (look only at what changed) or judge the whole fleet each time. For example the
-derived water leak status (suspected / leak / burst), once it exists, plugs in as below, where
-the storage query returns the meters whose status is not `none` plus those with a leak or
-burst alert still open (both small, through indexes), so that every change is seen whenever
-the water job commits it:
-
-    async def leak_status(conn, cycle):
-        out = []
-        for m in await water.leak_status_for_alerts(conn):
-            out.append(Condition(m.device_id, "leak", m.status in ("leak", "burst"),
-                                 detail={"source": "night_flow", "status": m.status},
-                                 repeat=False))
-            out.append(Condition(m.device_id, "burst", m.status == "burst", repeat=False))
-        return out
-
-    def sources():
-        return [silence_source, flag_source(exclude=("leak", "burst")), leak_status]
-
-`flag_source(exclude=...)` leaves those two types to the derived status (or keep both: when two
-sources speak of one (device, type) in a cycle, active wins).
+incremental (look only at what changed) or judge the whole fleet each time. `leak_source`
+(the water leak detector) and `bin_full_source` (the waste model's filtered level) are sources
+over derived data: the first judges the meters the detector lists plus those with a leak or
+burst alert open (both small, through indexes), the second the columns the waste job rewrote
+in the window. When two sources speak of one (device, type) in a cycle, active wins: the
+meters' own leak and burst flags (flag_source) open at once, the detector keeps the alert
+open until a whole night without it.
 
 Hysteresis lives in the sources (analytics/alerts.py); the engine itself never opens an alert
 for a device that is not active, and clears every alert of a decommissioned device.
@@ -40,13 +27,17 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from analytics import alerts as rules
+from analytics import water as wa
 from storage import alerts as store
+from storage import waste as wq
+from storage import water as ws
 from storage.changes import Window
 from territory.config import Settings
 from worker.jobs import Job
@@ -100,8 +91,9 @@ async def silence_source(conn: asyncpg.Connection, cycle: Cycle) -> Sequence[Con
 
 
 def flag_source(exclude: Collection[str] = ()) -> Source:
-    """Device alarm flags (leak, burst, backflow, tamper, fire, tilt, low battery), the battery
-    level and the bin fill level, for the devices with new readings only."""
+    """Device alarm flags (leak, burst, backflow, tamper, fire, tilt, low battery) and the
+    battery level, for the devices with new readings only. (`bin_full` reads the waste model's
+    filtered level: bin_full_source.)"""
 
     async def evaluate(conn: asyncpg.Connection, cycle: Cycle) -> Sequence[Condition]:
         s = cycle.settings
@@ -118,17 +110,6 @@ def flag_source(exclude: Collection[str] = ()) -> Source:
                 )
                 if battery is not None:
                     verdicts["battery_low"] = battery
-                if kind == "waste_column":
-                    threshold = rules.threshold_from(
-                        dev.attributes, "threshold_pct", s.alert_bin_full_pct
-                    )
-                    full = rules.bin_full_verdict(
-                        recent[0].fill_pct if recent else None,
-                        threshold,
-                        s.alert_bin_full_clear_margin_pct,
-                    )
-                    if full is not None:
-                        verdicts["bin_full"] = full
                 out.extend(
                     Condition(dev.device_id, t, v.active, detail=v.detail)
                     for t, v in verdicts.items()
@@ -139,9 +120,110 @@ def flag_source(exclude: Collection[str] = ()) -> Source:
     return evaluate
 
 
+LEAK_TYPES = ("leak", "burst")
+
+
+async def leak_source(conn: asyncpg.Connection, cycle: Cycle) -> Sequence[Condition]:
+    """`leak` and `burst` from the water leak detector (the per-meter status behind
+    GET /water/leaks), judged each cycle on the meters the detector lists today or yesterday
+    and on those with such an alert open.
+
+    Per meter, the judged day is today once its night (02:00-05:00) is measured, yesterday
+    before; the meter's own alarms of today count at once. Every rule that fires on it counts
+    (a burst night and a leak alarm give both alerts). The alert opens when the detector says
+    so and clears only when it no longer does on a judged day, i.e. after a whole night
+    without it: a night minimum that dips for one reading in the day, or a day that has just
+    begun, changes nothing. A clear also waits while a reading of the judged day still carries
+    the flag (the water job has not derived it yet), so an alert the flag opened is not
+    cleared by a detector running behind."""
+    s = cycle.settings
+    zone = ZoneInfo(s.water_tz)
+    today = cycle.now.astimezone(zone).date()
+    yesterday = today - timedelta(days=1)
+    t = wa.LeakThresholds(
+        suspected_lph=s.water_leak_suspected_lph,
+        leak_lph=s.water_leak_lph,
+        nights=s.water_leak_nights,
+        burst_lph=s.water_burst_lph,
+    )
+    open_ids = await store.open_alert_devices(conn, LEAK_TYPES)
+    rows = await ws.alert_meter_days(conn, [yesterday, today], t.suspected_lph, sorted(open_ids))
+    by_meter: dict[str, dict[date, wa.MeterDay]] = {}
+    for r in rows:
+        by_meter.setdefault(r.device_id, {})[r.day] = wa.MeterDay(
+            day_start=datetime(r.day.year, r.day.month, r.day.day, tzinfo=zone),
+            night_start=r.night_start,
+            night_min_lph=r.night_min_lph,
+            max_hour_l=r.max_hour_l,
+            max_hour_at=r.max_hour_at,
+            continuous=r.continuous,
+            leak_alarm_at=r.leak_alarm_at,
+            burst_alarm_at=r.burst_alarm_at,
+        )
+    judged: dict[str, tuple[date, wa.MeterDay | None, wa.MeterDay | None]] = {}
+    for dev in sorted(set(by_meter) | open_ids):
+        days = by_meter.get(dev, {})
+        t_row = days.get(today)
+        if t_row is not None and t_row.night_min_lph is not None:
+            judged[dev] = (today, t_row, None)
+        else:
+            judged[dev] = (yesterday, days.get(yesterday), t_row)
+    runs: dict[str, wa.NightRun] = {}
+    for day in (yesterday, today):
+        ids = [
+            d
+            for d, (j, row, _) in judged.items()
+            if j == day and row is not None and (row.night_min_lph or 0.0) >= t.suspected_lph
+        ]
+        runs.update(await ws.night_runs(conn, ids, day, t.nights, t.suspected_lph, t.leak_lph))
+    out: list[Condition] = []
+    quiet: dict[str, dict[str, datetime]] = {kind: {} for kind in LEAK_TYPES}
+    for dev, (day, row, later) in judged.items():
+        statuses: frozenset[str] = frozenset()
+        if row is not None:
+            statuses = wa.alert_statuses(row, runs.get(dev, wa.NightRun()), t, later)
+        elif later is not None:
+            statuses = wa.alert_statuses(later, wa.NightRun(), t)
+        for kind in LEAK_TYPES:
+            if kind in statuses:
+                detail: dict[str, Any] = {"source": "leak_detector", "day": day.isoformat()}
+                if row is not None and row.night_min_lph is not None:
+                    detail["night_min_lph"] = round(row.night_min_lph, 3)
+                out.append(Condition(dev, kind, True, detail=detail, repeat=False))
+            elif dev in open_ids:
+                quiet[kind][dev] = datetime(day.year, day.month, day.day, tzinfo=zone)
+    for kind, since in quiet.items():
+        still_flagged = await store.water_flagged_since(conn, since, kind)
+        out.extend(
+            Condition(dev, kind, False, detail={"clear_reason": "detector_quiet_for_a_night"})
+            for dev in since
+            if dev not in still_flagged
+        )
+    return out
+
+
+async def bin_full_source(conn: asyncpg.Connection, cycle: Cycle) -> Sequence[Condition]:
+    """`bin_full` on the waste model's filtered level (waste_column_state: spikes, echoes and
+    lid-open readings left out) against the column's `threshold_pct` (the model's own, stored
+    with the state) or else TERRITORY_ALERT_BIN_FULL_PCT, cleared under threshold - 10 points:
+    for the columns the waste job rewrote in this cycle's window."""
+    s = cycle.settings
+    margin = s.alert_bin_full_clear_margin_pct
+    out: list[Condition] = []
+    for st in await wq.fill_states_changed(conn, cycle.window.lower, cycle.window.upper):
+        # A column without its own threshold: TERRITORY_ALERT_BIN_FULL_PCT, as before.
+        threshold = st.threshold_pct if st.threshold_set else s.alert_bin_full_pct
+        v = rules.bin_full_verdict(st.fill_pct, threshold, margin)
+        if v is not None:
+            out.append(Condition(st.device_id, "bin_full", v.active, detail=v.detail))
+    return out
+
+
 def sources() -> list[Source]:
-    """Every condition source the engine runs, in order."""
-    return [silence_source, flag_source()]
+    """Every condition source the engine runs, in order. The meters' own leak and burst flags
+    still open alerts at once (flag_source); the leak detector keeps them open and clears
+    them (leak_source: active wins within a cycle)."""
+    return [silence_source, flag_source(), leak_source, bin_full_source]
 
 
 # -- the job --------------------------------------------------------------------------------------

@@ -1,0 +1,287 @@
+"""The analytics benchmark: the three domain benchmarks at one scale in one table, and what
+keeping derived data current costs the ingest.
+
+    ./dev bench --analytics [--scale 0.1] [--quick] [--skip-domains] [--skip-impact]
+    .venv/bin/python -m benchmarks.analytics ...
+
+Starts one private PostgreSQL and Mosquitto under `.territory/bench-analytics` (or uses the ones
+named by TERRITORY_DATABASE_URL and TERRITORY_MQTT_URL: a database you can throw away, the
+parking benchmark empties the parking tables), then:
+
+1. runs `benchmarks.analytics_water`, `analytics_waste` and `analytics_parking` at `--scale`
+   (each as its own process, against these services; their docstrings say what they generate
+   and measure) and prints their first builds, incremental runs and endpoint latencies as one
+   table;
+2. measures the ingest's maximum sustained rate twice over the database those runs left
+   behind (their history: 90 days of meters, columns and spaces at that scale), with
+   `benchmarks.ingest_throughput --phases ingest` (the same search, criteria and long run as
+   `./dev bench`): once alone, once with a `territory worker` running and keeping every job
+   current (water, waste, parking, alerts) — brought up to date first with `territory worker
+   --once`, so that it does the steady work of new readings, not a first build. Prints both
+   rates and their ratio; the target is that the worker costs the ingest at most 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_RATIO = 0.9
+
+
+@contextlib.contextmanager
+def _services(data_dir: Path) -> Iterator[tuple[str, str]]:
+    db = os.environ.get("TERRITORY_DATABASE_URL", "")
+    broker = os.environ.get("TERRITORY_MQTT_URL", "")
+    if db and broker:
+        yield db, broker
+        return
+    from territory import devenv
+
+    print(f"starting PostgreSQL and Mosquitto under {data_dir} ...", flush=True)
+    with devenv.embedded_services(data_dir, install=os.geteuid() == 0) as svc:
+        yield svc.database_url, svc.mqtt_url
+
+
+def _env(db: str, broker: str) -> dict[str, str]:
+    return dict(os.environ, TERRITORY_DATABASE_URL=db, TERRITORY_MQTT_URL=broker)
+
+
+def _child(module: str, args: Sequence[str], env: dict[str, str]) -> tuple[str, float]:
+    """Run a benchmark module, echoing its output as it goes; its stdout and wall time."""
+    print(f"\n==> python -m {module} {' '.join(args)}", flush=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        lines.append(line)
+    if proc.wait() != 0:
+        raise SystemExit(f"{module} failed (exit {proc.returncode})")
+    return "".join(lines), time.monotonic() - started
+
+
+Row = tuple[str, str, str]  # domain, figure, value
+
+
+def water_rows(out: str) -> list[Row]:
+    rows: list[Row] = []
+    if m := re.search(r"^meters ([\d,]+), (\d+) days, ([\d,]+) readings", out, re.M):
+        rows.append(("water", "fleet", f"{m[1]} meters, {m[2]} days, {m[3]} readings"))
+    if m := re.search(r"^first build\s+([\d.]+) s", out, re.M):
+        rows.append(("water", "first build", f"{float(m[1]):.1f} s"))
+    if m := re.search(r"^incremental \(1 hour\)\s+(.+) s$", out, re.M):
+        rows.append(("water", "incremental run (1 new hour, every meter)", f"{m[1]} s"))
+    for m in re.finditer(
+        r"^(\w+)\s+p50\s+([\d.]+) ms\s+p99\s+([\d.]+) ms\s+items (\S+)", out, re.M
+    ):
+        rows.append(("water", f"{m[1]} ({m[4]} items)", f"p50 {m[2]} ms, p99 {m[3]} ms"))
+    return rows
+
+
+def waste_rows(out: str) -> list[Row]:
+    rows: list[Row] = []
+    if m := re.search(r"^first build: ([\d.]+) s \(([\d,]+) readings/s\)", out, re.M):
+        rows.append(("waste", "first build", f"{float(m[1]):.1f} s ({m[2]} readings/s)"))
+    if m := re.search(r"^run with nothing new: (\d+) ms", out, re.M):
+        rows.append(("waste", "run with nothing new", f"{m[1]} ms"))
+    if m := re.search(
+        r"^incremental run, one new reading for each of the (\d+) columns: (.+)$", out, re.M
+    ):
+        rows.append(("waste", f"incremental run ({m[1]} columns reporting)", m[2]))
+    for m in re.finditer(
+        r"^  (.+?)\s+p50\s+([\d.]+) ms\s+p99\s+([\d.]+) ms\s+\((\S+) items\)", out, re.M
+    ):
+        rows.append(("waste", f"{m[1]} ({m[4]} items)", f"p50 {m[2]} ms, p99 {m[3]} ms"))
+    return rows
+
+
+def parking_rows(out: str) -> list[Row]:
+    rows: list[Row] = []
+    if m := re.search(r"^parking analytics: (.+)$", out, re.M):
+        rows.append(("parking", "fleet", m[1]))
+    if m := re.search(r"first build \(worker, whole history\)\s+([\d.]+) s", out):
+        rows.append(("parking", "first build", f"{m[1]} s"))
+    for m in re.finditer(r"incremental run, hour (\d) \(([\d,]+) readings\)\s+(\d+) ms", out):
+        rows.append(("parking", f"incremental run, hour {m[1]} ({m[2]} readings)", f"{m[3]} ms"))
+    for m in re.finditer(r"^  (GET .+?)\s+([\d.]+)\s+([\d.]+)$", out, re.M):
+        rows.append(("parking", m[1], f"p50 {m[2]} ms, p99 {m[3]} ms"))
+    return rows
+
+
+def print_table(title: str, rows: Sequence[Row]) -> None:
+    print(f"\n{title}")
+    width = max((len(f) for _, f, _ in rows), default=10)
+    for domain, figure, value in rows:
+        print(f"  {domain:<8} {figure:<{width}}  {value}")
+
+
+def _ingest_trial(
+    args: argparse.Namespace, env: dict[str, str], label: str, work_dir: Path
+) -> dict[str, Any]:
+    path = work_dir / f"ingest-{label}.json"
+    _child(
+        "benchmarks.ingest_throughput",
+        [
+            "--phases",
+            "ingest",
+            "--ingest",
+            "builtin:1",
+            "--devices",
+            str(args.devices),
+            "--messages",
+            str(args.messages),
+            "--json",
+            str(path),
+            "--device-prefix",
+            f"impact-{label}",
+            "--topic-prefix",
+            f"impact-{label}",
+            *(["--quick"] if args.quick else []),
+        ],
+        env,
+    )
+    results: dict[str, Any] = json.loads(path.read_text())
+    ingest = results.get("ingest") or {}
+    # No long run held at any rate: the search's rate, marked as such (as ./dev bench does).
+    confirmed = ingest.get("max_rate") is not None
+    rate = ingest.get("max_rate") if confirmed else ingest.get("search_max_rate")
+    return {"max_rate": rate, "confirmed": confirmed}
+
+
+@contextlib.contextmanager
+def _worker(env: dict[str, str], work_dir: Path, label: str) -> Iterator[None]:
+    """A `territory worker` brought up to date first (`--once`), running meanwhile."""
+    print("\n==> territory worker --once (bringing every job up to date)", flush=True)
+    t0 = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "territory.cli", "worker", "--once"], cwd=ROOT, env=env, check=True
+    )
+    print(f"worker caught up in {time.monotonic() - t0:.1f} s", flush=True)
+    path = work_dir / f"worker-{label}.log"
+    with path.open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "territory.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            time.sleep(3)
+            if worker.poll() is not None:
+                raise SystemExit(f"territory worker exited: see {path}")
+            yield
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
+def measure_impact(args: argparse.Namespace, env: dict[str, str], work_dir: Path) -> list[Row]:
+    """`--pairs` pairs of trials, alone and with the worker, the order alternating from pair
+    to pair so that a drift of the machine's load does not favour one side."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    ratios: list[float] = []
+
+    def rate(t: dict[str, Any]) -> str:
+        return f"{t['max_rate']:,.0f} msg/s{'' if t['confirmed'] else ' (search only: ?)'}"
+
+    for k in range(1, args.pairs + 1):
+        trials: dict[str, dict[str, Any]] = {}
+        for side in ("alone", "worker") if k % 2 else ("worker", "alone"):
+            label = f"{side}-{k}"
+            if side == "alone":
+                trials[side] = _ingest_trial(args, env, label, work_dir)
+            else:
+                with _worker(env, work_dir, label):
+                    trials[side] = _ingest_trial(args, env, label, work_dir)
+        alone, with_worker = trials["alone"], trials["worker"]
+        pair = f" (pair {k})" if args.pairs > 1 else ""
+        rows += [
+            ("ingest", f"max sustained rate, alone{pair}", rate(alone)),
+            ("ingest", f"max sustained rate, worker running{pair}", rate(with_worker)),
+        ]
+        if alone["max_rate"] and with_worker["max_rate"]:
+            ratios.append(with_worker["max_rate"] / alone["max_rate"])
+            rows.append(("ingest", f"with worker / alone{pair}", f"{ratios[-1]:.2f}"))
+    if ratios:
+        ratio = statistics.median(ratios)
+        verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
+        rows.append(
+            (
+                "ingest",
+                f"with worker / alone, median of {len(ratios)}",
+                f"{ratio:.2f} (target >= {TARGET_RATIO}: {verdict})",
+            )
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="./dev bench --analytics", description=__doc__.split("\n")[0])
+    p.add_argument("--scale", type=float, default=0.1, help="passed to the three benchmarks")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: seconds, figures meaningless")
+    p.add_argument("--skip-domains", action="store_true", help="only the ingest measurement")
+    p.add_argument("--skip-impact", action="store_true", help="only the domain benchmarks")
+    p.add_argument("--devices", type=int, default=3000, help="ingest trial: devices (3,000)")
+    p.add_argument(
+        "--messages", type=int, default=120_000, help="ingest trial: long-run messages (120,000)"
+    )
+    p.add_argument("--pairs", type=int, default=1, help="ingest trials: pairs (alone, worker)")
+    p.add_argument("--data-dir", default=str(ROOT / ".territory" / "bench-analytics"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.devices, args.messages = 60, 1000
+    scale = ["--quick"] if args.quick else ["--scale", f"{args.scale:g}"]
+    data_dir = Path(args.data_dir).resolve()
+    started = time.monotonic()
+    rows: list[Row] = []
+    with _services(data_dir) as (db, broker):
+        env = _env(db, broker)
+        if not args.skip_domains:
+            out, secs = _child("benchmarks.analytics_water", scale, env)
+            rows += [*water_rows(out), ("water", "benchmark wall time", f"{secs:.0f} s")]
+            out, secs = _child("benchmarks.analytics_waste", scale, env)
+            rows += [*waste_rows(out), ("waste", "benchmark wall time", f"{secs:.0f} s")]
+            out, secs = _child("benchmarks.analytics_parking", scale, env)
+            rows += [*parking_rows(out), ("parking", "benchmark wall time", f"{secs:.0f} s")]
+        if not args.skip_impact:
+            rows += measure_impact(args, env, data_dir / "impact")
+    load = os.getloadavg()[0]
+    what = "quick" if args.quick else f"scale {args.scale:g}"
+    if args.skip_domains:
+        what = "over the history already in the database"
+    print_table(
+        f"analytics benchmark ({what}, {os.cpu_count()} CPUs, load {load:.1f} at the end, "
+        f"{time.monotonic() - started:.0f} s)",
+        rows,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
