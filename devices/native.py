@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from devices.kinds import DeviceKind
+from devices.limits import BOUNDS
 from devices.readings import ParkingReading, Reading, WasteColumnReading, WaterMeterReading
 from devices.rejections import Rejection, RejectReason
 from devices.timestamps import TS_PATTERN, rfc3339_problem
@@ -53,21 +54,34 @@ class _Payload(BaseModel):
         description="RFC 3339 date-time with seconds and a UTC offset",
         examples=["2026-11-26T06:00:00+01:00"],
     )
-    battery_pct: Number | None = Field(default=None, ge=0, le=100)
+    battery_pct: Number | None = Field(
+        default=None, ge=BOUNDS["battery_pct"][0], le=BOUNDS["battery_pct"][1]
+    )
 
 
 class WaterMeterPayload(_Payload):
-    index_m3: Number = Field(ge=0, le=1e9, description="Cumulative volume, m³")
-    flow_m3h: Number | None = Field(default=None, ge=-1e4, le=1e4, description="Flow, m³/h")
+    index_m3: Number = Field(
+        ge=BOUNDS["index_m3"][0], le=BOUNDS["index_m3"][1], description="Cumulative volume, m³"
+    )
+    flow_m3h: Number | None = Field(
+        default=None, ge=BOUNDS["flow_m3h"][0], le=BOUNDS["flow_m3h"][1], description="Flow, m³/h"
+    )
     alarms: frozenset[WaterAlarm] = frozenset()
 
 
 class WasteColumnPayload(_Payload):
-    fill_pct: Number | None = Field(default=None, ge=0, le=100)
-    distance_mm: Number | None = Field(
-        default=None, ge=0, le=20_000, description="Sensor-to-content distance"
+    fill_pct: Number | None = Field(
+        default=None, ge=BOUNDS["fill_pct"][0], le=BOUNDS["fill_pct"][1]
     )
-    temperature_c: Number | None = Field(default=None, ge=-60, le=150)
+    distance_mm: Number | None = Field(
+        default=None,
+        ge=BOUNDS["distance_mm"][0],
+        le=BOUNDS["distance_mm"][1],
+        description="Sensor-to-content distance",
+    )
+    temperature_c: Number | None = Field(
+        default=None, ge=BOUNDS["temperature_c"][0], le=BOUNDS["temperature_c"][1]
+    )
     alarms: frozenset[WasteAlarm] = frozenset()
 
 

@@ -28,6 +28,8 @@ class RejectReason(StrEnum):
     IMPLAUSIBLE_TIMESTAMP = "implausible_timestamp"
     # A message redelivered after the ingest died while processing it, too many times.
     POISON = "poison"
+    # The database refused the message's rows for good (the rest of its batch was stored).
+    WRITE_FAILED = "write_failed"
 
 
 class Rejection(Exception):

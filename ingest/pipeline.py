@@ -53,7 +53,7 @@ from territory import metrics
 
 log = logging.getLogger("territory.ingest")
 
-WRITE_FAILED = "write_failed"
+WRITE_FAILED = RejectReason.WRITE_FAILED.value
 T = TypeVar("T")
 
 

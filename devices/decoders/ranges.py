@@ -1,26 +1,15 @@
 """Physical plausibility of decoded readings, checked for every decoder's output.
 
-Bounds are generous: they catch bytes read with the wrong layout or sign (a -117 °C parking
-sensor), not unusual but real conditions.
+The bounds are `devices.limits.BOUNDS`, shared with the native payload schema.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+from devices.limits import BOUNDS
 from devices.readings import Reading
 from devices.rejections import Rejection, RejectReason
-
-BOUNDS: dict[str, tuple[float, float]] = {
-    "index_m3": (0, 1e9),
-    "flow_m3h": (-1e4, 1e4),
-    "battery_pct": (0, 100),
-    "battery_v": (0, 40),
-    "temperature_c": (-50, 100),
-    "fill_pct": (0, 100),
-    "distance_mm": (0, 20_000),
-}
-
 
 _CHECKS: dict[type, tuple[tuple[str, float, float], ...]] = {}
 
