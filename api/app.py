@@ -46,7 +46,8 @@ log = logging.getLogger("territory.api")
 DESCRIPTION = """
 Telemetry of the territory's connected devices: water meters, waste columns and parking sensors.
 
-Every endpoint except `/health` (and these docs) needs `Authorization: Bearer <key>`: a key
+Every endpoint except `/health`, `/metrics`, the open data under `/open/` and these docs needs
+`Authorization: Bearer <key>` (the crew page `/crew` asks for it in a form): a key
 from `territory keys create` (a role within a tenant) or the bootstrap admin key. A request
 without a valid key is refused with 401 before its body is read; a key whose role may not do
 what is asked gets 403. A tenant's key sees its tenant's devices only: another tenant's device
