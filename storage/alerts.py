@@ -107,7 +107,14 @@ _SILENCE_UPSERT = """
     INSERT INTO alert_silence (device_id, type, deadline)
     SELECT id, 'offline', heard + make_interval(secs => interval_s * $5::float8) FROM d
     UNION ALL
-    SELECT id, 'sensor_stale', heard + make_interval(secs => fresh_s) FROM d
+    -- A space's state is stale by the device time of its newest reading, as GET /parking/zones
+    -- counts it unknown (a backlog of old readings received now is stale at once); a space
+    -- never heard from, from its registration.
+    SELECT id, 'sensor_stale',
+           coalesce((SELECT max(r.ts) FROM parking_sensor_readings r
+                      WHERE r.device_id = d.id AND isfinite(r.ts)), heard)
+             + make_interval(secs => fresh_s)
+    FROM d
     WHERE kind = 'parking_sensor'
     ON CONFLICT (device_id, type) DO UPDATE SET deadline = EXCLUDED.deadline
 """

@@ -287,6 +287,28 @@ class TestTypes:
         cycle(settings)
         assert active(api, dev)["battery_low"]["detail"]["source"] == "device_flag"
 
+    def test_a_backlog_of_old_readings_received_now_is_stale_at_once(
+        self, settings: Settings, api: TestClient, devices: str
+    ) -> None:
+        """Staleness goes by the device time of the newest reading, as GET /parking/zones
+        counts a space unknown: a space whose last state is two hours old is stale, however
+        recently that reading arrived (it was buffered, or replayed from history)."""
+        dev = f"{devices}-old"
+        register(api, dev, "parking_sensor", freshness_s=3600)
+        at = datetime.now(UTC) - timedelta(hours=2)
+        sql(
+            settings,
+            "INSERT INTO parking_sensor_readings (device_id, ts, received_at, occupied) "
+            "VALUES ($1, $2, now(), true)",
+            dev,
+            at,
+        )
+        cycle(settings)
+        assert set(active(api, dev)) == {"sensor_stale"}
+        parking(settings, dev, ago_s=0)
+        cycle(settings)
+        assert active(api, dev) == {}
+
     def test_parking_space_goes_stale_beyond_its_freshness_window(
         self, settings: Settings, api: TestClient, devices: str
     ) -> None:
