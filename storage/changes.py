@@ -37,7 +37,9 @@ class Window:
 
 
 async def safe_upper(conn: asyncpg.Connection, margin: timedelta = PUBLISH_MARGIN) -> datetime:
-    """The newest stored_at below which no row can still appear. Must be the first statement
+    """The newest stored_at below which no row can still appear. Only client sessions can store
+    readings: autovacuum and background workers (TimescaleDB's jobs) are not waited for, or a
+    long vacuum of a large table would hold every job back. Must be the first statement
     of the job's transaction to read pg_stat_activity, which is read once per transaction."""
     upper: datetime = await conn.fetchval(
         """
@@ -45,7 +47,7 @@ async def safe_upper(conn: asyncpg.Connection, margin: timedelta = PUBLISH_MARGI
             now() - $1::interval,
             (SELECT min(xact_start) FROM pg_stat_activity
               WHERE datname = current_database() AND pid <> pg_backend_pid()
-                AND xact_start IS NOT NULL))
+                AND xact_start IS NOT NULL AND backend_type = 'client backend'))
         """,
         margin,
     )
