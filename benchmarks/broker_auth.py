@@ -119,6 +119,7 @@ class Session:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.max_inflight_messages_set(200)
         self.client.connect("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
         self.connack.wait(10)
@@ -148,6 +149,16 @@ class Session:
         with self.puback_event:
             self.puback_event.wait_for(lambda: info.mid in self.pubacks, timeout=10)
         return self.pubacks.get(info.mid, -1)
+
+    def publish_many(self, messages: list[tuple[str, bytes]]) -> list[int]:
+        """PUBACK reason codes, in order (0 or 0x10: accepted; 0x87: not authorized)."""
+        mids = [self.client.publish(t, p, qos=1).mid for t, p in messages]
+        with self.puback_event:
+            if not self.puback_event.wait_for(
+                lambda: all(m in self.pubacks for m in mids), timeout=30
+            ):
+                raise TimeoutError("the broker did not acknowledge every publish within 30 s")
+        return [self.pubacks[m] for m in mids]
 
     def close(self) -> None:
         self.client.disconnect()

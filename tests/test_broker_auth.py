@@ -14,20 +14,16 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
+from benchmarks.broker_auth import DENIED, Session, can_connect
 from broker import render
 from broker.passwords import password_hash, verify
 from territory import devenv
@@ -37,71 +33,6 @@ from worker.broker_auth import broker_auth_job
 from worker.service import Worker
 
 pytestmark = pytest.mark.integration
-
-DENIED = 0x87
-
-
-class Session:
-    """One MQTT v5 client: its CONNACK, the PUBACK reason code of each publish, when it was
-    disconnected."""
-
-    def __init__(self, port: int, username: str | None, password: str | None) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"auth-{uuid.uuid4().hex[:10]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.connack = threading.Event()
-        self.connected = False
-        self.disconnected_at: float | None = None
-        self.pubacks: dict[int, int] = {}
-        self.cond = threading.Condition()
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.client.max_inflight_messages_set(200)
-        self.client.connect("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-        self.connack.wait(10)
-
-    def _on_connect(
-        self, c: object, u: object, f: object, rc: ReasonCode, p: Properties | None
-    ) -> None:
-        self.connected = not rc.is_failure
-        self.connack.set()
-
-    def _on_disconnect(
-        self, c: object, u: object, f: object, rc: ReasonCode, p: Properties | None
-    ) -> None:
-        self.disconnected_at = time.monotonic()
-        self.connack.set()
-
-    def _on_publish(
-        self, c: object, u: object, mid: int, rc: ReasonCode, p: Properties | None
-    ) -> None:
-        with self.cond:
-            self.pubacks[mid] = rc.value
-            self.cond.notify_all()
-
-    def publish_many(self, messages: list[tuple[str, bytes]]) -> list[int]:
-        """PUBACK reason codes, in order (0 or 0x10: accepted; 0x87: not authorized)."""
-        mids = [self.client.publish(t, p, qos=1).mid for t, p in messages]
-        with self.cond:
-            assert self.cond.wait_for(lambda: all(m in self.pubacks for m in mids), 30)
-        return [self.pubacks[m] for m in mids]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def can_connect(port: int, username: str | None, password: str | None) -> bool:
-    s = Session(port, username, password)
-    ok = s.connected
-    s.close()
-    return ok
 
 
 @pytest.fixture
