@@ -147,8 +147,9 @@ async def _prepare(database_url: str, readings: int) -> None:
 
 
 def _start_api(
-    database_url: str, mqtt_url: str, work_dir: Path
+    database_url: str, mqtt_url: str, work_dir: Path, extra_env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """A `territory api` process on a free port, once it answers /health."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -157,6 +158,7 @@ def _start_api(
             "TERRITORY_DATABASE_URL": database_url,
             "TERRITORY_MQTT_URL": mqtt_url,
             "TERRITORY_ADMIN_KEY": ADMIN_KEY,
+            **(extra_env or {}),
         }
     )
     log = (work_dir / "api.log").open("wb")
