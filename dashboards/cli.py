@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.timescaledb == "auto":
         try:
             timescaledb = asyncio.run(_has_timescaledb(settings.database_url))
-        except (OSError, Exception) as exc:
+        except Exception as exc:  # any cause ends in one line for the operator
             return _fail(
                 f"cannot ask the database whether it has TimescaleDB ({exc}); "
                 "pass --timescaledb on|off"
