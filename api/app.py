@@ -25,6 +25,7 @@ from api import (
     routes_devices,
     routes_opendata,
     routes_parking,
+    routes_readings,
     routes_rejected,
     routes_system,
     routes_waste,
@@ -157,6 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router, guarded in (
         (routes_system.router, False),
         (routes_devices.router, True),
+        (routes_readings.router, True),
         (routes_rejected.router, True),
         (routes_parking.router, True),
         (routes_waste.router, True),

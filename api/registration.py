@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from api.schemas import DeviceCreate
-from devices.attributes import ATTRIBUTE_MODELS, validate_attributes
+from devices.attributes import attribute_names, validate_attributes
 from devices.decoders import DECODERS
 from devices.kinds import DeviceKind
 from storage.registry import NewDevice
@@ -119,7 +119,6 @@ def new_device(body: DeviceCreate, caller_tenant: str | None = None) -> NewDevic
 # -- bulk import -------------------------------------------------------------------------------
 
 _CORE = {"id", "kind", "label", "lat", "lon", "group", "dev_eui", "wmbus_id", "decoder", "tenant"}
-ATTRIBUTE_COLUMNS = sorted({f for m in ATTRIBUTE_MODELS.values() for f in m.model_fields})
 
 
 def csv_rows(text: str) -> list[dict[str, Any]]:
@@ -129,20 +128,21 @@ def csv_rows(text: str) -> list[dict[str, Any]]:
     (district, depth_mm, capacity_l, waste_stream, zone). Empty cells are absent values.
     """
     reader = csv.DictReader(io.StringIO(text))
+    attribute_columns = attribute_names()
     if not reader.fieldnames or "id" not in reader.fieldnames:
         raise FieldError(None, "the CSV needs a header row with at least `id` and `kind`")
-    unknown = [c for c in reader.fieldnames if c not in _CORE and c not in ATTRIBUTE_COLUMNS]
+    unknown = [c for c in reader.fieldnames if c not in _CORE and c not in attribute_columns]
     if unknown:
         raise FieldError(
             None,
             f"unknown column(s) {', '.join(unknown)}; known: "
-            f"{', '.join(sorted(_CORE))}, {', '.join(ATTRIBUTE_COLUMNS)}",
+            f"{', '.join(sorted(_CORE))}, {', '.join(attribute_columns)}",
         )
     out: list[dict[str, Any]] = []
     for raw in reader:
         row = {k: v.strip() for k, v in raw.items() if k is not None and v is not None}
         item: dict[str, Any] = {k: v for k, v in row.items() if k in _CORE and v != ""}
-        attrs = {k: v for k, v in row.items() if k in ATTRIBUTE_COLUMNS and v != ""}
+        attrs = {k: v for k, v in row.items() if k in attribute_columns and v != ""}
         if attrs:
             item["attributes"] = attrs
         lat, lon = item.pop("lat", None), item.pop("lon", None)

@@ -1,19 +1,16 @@
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
-import dataclasses
 import json
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import ValidationError
 
 from api.authz import Permission, require
-from api.deps import OwnedDevice, PoolDep, TenantDep, device_not_found, heavy_slot
+from api.cursors import decode_cursor, encode_cursor
+from api.deps import OwnedDevice, PoolDep, TenantDep, device_not_found
 from api.limits import JSONLimitError, LimitedJSONRoute, parse_json
 from api.registration import (
     FieldError,
@@ -26,8 +23,6 @@ from api.registration import (
 )
 from api.schemas import (
     DEVICE_ID_PATTERN,
-    Aggregate,
-    BucketOut,
     BulkReport,
     BulkRowError,
     Device,
@@ -35,20 +30,11 @@ from api.schemas import (
     DevicePage,
     DeviceUpdate,
     ErrorBody,
-    FieldStatsOut,
-    Latest,
     Location,
-    ParkingSensorValues,
     QueryTime,
-    Radio,
-    ReadingOut,
-    ReadingPage,
-    WasteColumnValues,
-    WaterMeterValues,
 )
 from devices.kinds import DeviceKind
 from storage import auth as tenants_store
-from storage import readings as rq
 from storage import registry
 from storage.errors import DuplicateDevice
 from storage.registry import NewDevice
@@ -290,7 +276,7 @@ async def list_devices(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> DevicePage:
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor) if cursor else None
     if after is not None and not re.match(DEVICE_ID_PATTERN, after):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
     recs = await registry.list_devices(
@@ -306,7 +292,7 @@ async def list_devices(
     recs = recs[:limit]
     return DevicePage(
         items=[_device_out(r) for r in recs],
-        next_cursor=_encode_cursor(recs[-1].id) if more else None,
+        next_cursor=encode_cursor(recs[-1].id) if more else None,
     )
 
 
@@ -388,195 +374,3 @@ async def decommission_device(
     if rec is None:
         raise device_not_found(device_id)
     return _device_out(rec)
-
-
-# -- readings ----------------------------------------------------------------------------------
-
-
-def _values(kind: DeviceKind, v: dict[str, Any]) -> Any:
-    if kind is DeviceKind.WATER_METER:
-        return WaterMeterValues(**v)
-    if kind is DeviceKind.WASTE_COLUMN:
-        return WasteColumnValues(**v)
-    return ParkingSensorValues(**v)
-
-
-def _reading_out(kind: DeviceKind, r: rq.StoredReading) -> ReadingOut:
-    radio = Radio(**dataclasses.asdict(r.radio)) if r.radio else None
-    return ReadingOut(
-        ts=r.ts, received_at=r.received_at, values=_values(kind, r.values), radio=radio
-    )
-
-
-@router.get(
-    "/{device_id}/latest",
-    response_model=Latest,
-    responses=NOT_FOUND,
-    summary="The device's most recent reading (by device time)",
-    dependencies=READ,
-)
-async def latest(device_id: DevicePath, pool: PoolDep, dev: OwnedDevice) -> Latest:
-    r = await rq.latest_reading(pool, dev.kind, device_id)
-    return Latest(
-        device_id=device_id, kind=dev.kind, reading=_reading_out(dev.kind, r) if r else None
-    )
-
-
-# The largest readings page: about 1.5 MB of JSON. A page is read and serialised while holding
-# one of the few heavy-read slots (TERRITORY_API_HEAVY_CONCURRENCY).
-MAX_READINGS_PAGE = 5000
-
-
-@router.get(
-    "/{device_id}/readings",
-    response_model=ReadingPage,
-    responses=NOT_FOUND,
-    summary="Readings in a time range, paginated",
-    description=f"At most {MAX_READINGS_PAGE} readings per page; follow `next_cursor` for more.",
-    dependencies=READ,
-)
-async def readings(
-    request: Request,
-    device_id: DevicePath,
-    pool: PoolDep,
-    dev: OwnedDevice,
-    start: Start = None,
-    end: End = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_READINGS_PAGE)] = 1000,
-    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
-) -> Response:
-    if start and end and end <= start:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end must be after start")
-    after = _decode_ts_cursor(cursor) if cursor else None
-    async with heavy_slot(request):
-        rows = await rq.readings_page_json(
-            pool,
-            dev.kind,
-            device_id,
-            start=start,
-            end=end,
-            after=after,
-            limit=limit + 1,
-            descending=order == "desc",
-        )
-    # Each reading comes written as JSON by PostgreSQL: built in Python, a 5,000-reading page
-    # cost ~100 ms of CPU on the event loop every other request waits for (docs/api.md).
-    # `test_readings_match_their_schema` holds the result to ReadingPage.
-    more = len(rows) > limit
-    rows = rows[:limit]
-    head = json.dumps({"device_id": device_id, "kind": dev.kind.value})[:-1]
-    next_cursor = json.dumps(_ts_cursor(rows[-1].ts) if more else None)
-    items = ",".join(r.json for r in rows)
-    body = f'{head},"items":[{items}],"next_cursor":{next_cursor}}}'
-    return Response(content=body.encode(), media_type="application/json")
-
-
-BUCKETS = {
-    "5m": timedelta(minutes=5),
-    "15m": timedelta(minutes=15),
-    "30m": timedelta(minutes=30),
-    "1h": timedelta(hours=1),
-    "3h": timedelta(hours=3),
-    "6h": timedelta(hours=6),
-    "12h": timedelta(hours=12),
-    "1d": timedelta(days=1),
-}
-MAX_BUCKETS = 5000
-
-
-@router.get(
-    "/{device_id}/readings/aggregate",
-    response_model=Aggregate,
-    responses=NOT_FOUND,
-    summary="Min, max, average and last of each numeric field per time bucket",
-    description="Buckets are aligned on UTC midnight. `start` defaults to `end` minus one day; "
-    "`end` to now.",
-    dependencies=READ,
-)
-async def aggregate(
-    request: Request,
-    device_id: DevicePath,
-    pool: PoolDep,
-    dev: OwnedDevice,
-    bucket: Annotated[
-        str, Query(description="One of " + ", ".join(BUCKETS), examples=["1h"])
-    ] = "1h",
-    start: Start = None,
-    end: End = None,
-) -> Aggregate:
-    width = BUCKETS.get(bucket)
-    if width is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"bucket must be one of {', '.join(BUCKETS)}, got {bucket!r}",
-        )
-    end = end or datetime.now(UTC)
-    start = start or end - timedelta(days=1)  # QueryTime keeps this inside Python's range
-    if end <= start:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end must be after start")
-    if (end - start) / width > MAX_BUCKETS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"range holds more than {MAX_BUCKETS} buckets of {bucket}; use a wider bucket",
-        )
-    async with heavy_slot(request):
-        rows = await rq.aggregate(pool, dev.kind, device_id, bucket=width, start=start, end=end)
-    return Aggregate(
-        device_id=device_id,
-        kind=dev.kind,
-        bucket=bucket,
-        start=start,
-        end=end,
-        buckets=[
-            BucketOut(
-                start=b.start,
-                count=b.count,
-                fields={
-                    k: FieldStatsOut(min=s.min, max=s.max, avg=s.avg, last=s.last)
-                    for k, s in b.fields.items()
-                },
-            )
-            for b in rows
-        ],
-    )
-
-
-# -- cursors -----------------------------------------------------------------------------------
-
-
-def _encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc
-
-
-# A reading stored at ±infinity comes back from asyncpg as naive datetime.min/max; its cursor
-# names the infinity itself, so that the next page starts exactly after it.
-_INFINITIES = {datetime.min: "-infinity", datetime.max: "infinity"}
-
-
-def _ts_cursor(ts: datetime) -> str:
-    if ts.tzinfo is None:
-        return _encode_cursor(_INFINITIES[ts])
-    return _encode_cursor(ts.astimezone(UTC).isoformat())
-
-
-def _decode_ts_cursor(cursor: str) -> datetime:
-    text = _decode_cursor(cursor)
-    for value, name in _INFINITIES.items():
-        if text == name:
-            return value  # asyncpg sends these naive sentinels as ±infinity
-    try:
-        ts = datetime.fromisoformat(text)
-        if ts.tzinfo is None:
-            raise ValueError("no offset")
-        return ts.astimezone(UTC)  # OverflowError past year 1 or 9999
-    except (ValueError, OverflowError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from exc

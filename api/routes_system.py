@@ -6,8 +6,9 @@ from fastapi.responses import Response
 from api.authz import Permission, require
 from api.deps import HealthPoolDep
 from api.metrics import exposition
-from api.schemas import DecoderOut, Health
+from api.schemas import DecoderOut, Health, KindFieldOut, KindOut
 from devices.decoders import DECODERS
+from devices.kinds import all_specs
 from storage.errors import is_transient
 from storage.readings import server_info
 
@@ -75,4 +76,38 @@ async def list_decoders() -> list[DecoderOut]:
             description=d.info.description,
         )
         for d in sorted(DECODERS.values(), key=lambda d: d.info.name)
+    ]
+
+
+@router.get(
+    "/kinds",
+    response_model=list[KindOut],
+    tags=["devices"],
+    summary="Device kinds: what a reading of each holds, and what registering one takes",
+    description="From each kind's declaration: the fields of its readings (and of its native "
+    "MQTT payload), with units and valid ranges; its alarms; the JSON schema of its "
+    "registration `attributes`.",
+    dependencies=[require(Permission.READ)],
+)
+async def list_kinds() -> list[KindOut]:
+    return [
+        KindOut(
+            kind=s.kind,
+            description=s.description,
+            fields=[
+                KindFieldOut(
+                    name=f.name,
+                    type=f.type,
+                    required=f.required,
+                    unit=f.measure.unit,
+                    min=f.measure.ge,
+                    max=f.measure.le,
+                    description=f.measure.description,
+                )
+                for f in s.fields
+            ],
+            alarms=list(s.alarms),
+            attributes_schema=s.attributes.model_json_schema(),
+        )
+        for s in all_specs()
     ]

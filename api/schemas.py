@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from devices.kinds import DeviceKind
+from devices.kinds import DeviceKind, all_specs
 
 
 def _with_offset(value: datetime) -> datetime:
@@ -98,8 +98,7 @@ class DeviceCreate(BaseModel):
     )
     attributes: dict[str, Any] = Field(
         default_factory=dict,
-        description="Kind-specific: water_meter {district}; waste_column {depth_mm, capacity_l, "
-        "waste_stream}; parking_sensor {zone}.",
+        description="Kind-specific; GET /kinds lists each kind's attributes.",
     )
     dev_eui: str | None = Field(
         default=None,
@@ -167,29 +166,14 @@ class DevicePage(BaseModel):
     )
 
 
-class WaterMeterValues(BaseModel):
-    index_m3: float = Field(description="Cumulative volume, m³")
-    flow_m3h: float | None
-    battery_pct: float | None
-    alarms: list[str]
-    temperature_c: float | None
-    battery_v: float | None
-
-
-class WasteColumnValues(BaseModel):
-    fill_pct: float
-    distance_mm: float | None
-    temperature_c: float | None
-    battery_pct: float | None
-    alarms: list[str]
-    battery_v: float | None
-
-
-class ParkingSensorValues(BaseModel):
-    occupied: bool
-    battery_pct: float | None
-    temperature_c: float | None
-    battery_v: float | None
+def _values_schema(schema: dict[str, Any]) -> None:
+    # Worked out when the OpenAPI document is generated: one schema per declared kind
+    # (devices/kinds/), the kinds a deployment adds included.
+    schema.clear()
+    schema["description"] = "The reading's fields; which ones depends on the device's kind"
+    schema["oneOf"] = [
+        {**s.values_model.model_json_schema(), "title": f"{s.kind} values"} for s in all_specs()
+    ]
 
 
 class Radio(BaseModel):
@@ -204,7 +188,7 @@ class Radio(BaseModel):
 class ReadingOut(BaseModel):
     ts: Timestamp = Field(description="When the device measured it")
     received_at: Timestamp = Field(description="When the platform received it")
-    values: WaterMeterValues | WasteColumnValues | ParkingSensorValues
+    values: dict[str, Any] = Field(json_schema_extra=_values_schema)
     radio: Radio | None = Field(default=None, description="null for native MQTT devices")
 
 
@@ -305,6 +289,26 @@ class DecoderOut(BaseModel):
     model: str
     kind: DeviceKind
     description: str
+
+
+class KindFieldOut(BaseModel):
+    name: str
+    type: Literal["float", "int", "bool", "text", "alarms"]
+    required: bool = Field(description="Every reading has it")
+    unit: str | None
+    min: float | None = Field(description="Lowest plausible value; below it is refused")
+    max: float | None = Field(description="Highest plausible value; above it is refused")
+    description: str
+
+
+class KindOut(BaseModel):
+    kind: DeviceKind
+    description: str
+    fields: list[KindFieldOut]
+    alarms: list[str]
+    attributes_schema: dict[str, Any] = Field(
+        description="JSON schema of the kind's registration attributes"
+    )
 
 
 class BulkRowError(BaseModel):

@@ -233,7 +233,7 @@ def _iso(epoch: float) -> str:
 
 
 def _largest_page() -> int:
-    from api.routes_devices import MAX_READINGS_PAGE
+    from api.routes_readings import MAX_READINGS_PAGE
 
     return MAX_READINGS_PAGE
 

@@ -738,9 +738,9 @@ class Bench:
                 wb = self._batch(rows[i : i + BATCH_ROWS])
                 async with conn.transaction():
                     for kind, kind_rows in wb.readings.items():
-                        from storage.readings import TABLES, reading_record
+                        from storage.readings import reading_record, table_spec
 
-                        spec = TABLES[kind]
+                        spec = table_spec(kind)
                         await conn.copy_records_to_table(
                             spec.table,
                             records=[reading_record(r) for r in kind_rows],

@@ -1,119 +1,28 @@
-"""Kind-specific registration attributes: what the platform must know about an installed device."""
+"""Kind-specific registration attributes: what the platform must know about an installed device.
+
+Each kind declares its model in its module under devices/kinds/."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import TypeAdapter, ValidationError
 
-from devices.kinds import DeviceKind
-
-WasteStream = Literal["residual", "packaging", "glass", "paper", "organic", "textile", "other"]
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-Label = Annotated[str, Field(min_length=1, max_length=64)]
-
-
-class _Attributes(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    expected_interval_s: float | None = Field(
-        default=None,
-        ge=1,
-        le=31 * 86400,
-        description="How often the device reports, in seconds; it counts as offline after "
-        "2.1 times this much silence (default per kind, docs/alerts.md).",
-        examples=[3600],
-    )
-
-
-class WaterMeterAttributes(_Attributes):
-    district: Label | None = Field(default=None, examples=["Quimper-Centre"])
-    q4_m3h: float | None = Field(
-        default=None,
-        gt=0,
-        le=10_000,
-        description="Maximum flow Q4 in m³/h; an index rising faster is flagged as a spike "
-        "(default: the platform's water_q4_m3h, 3.125 for DN15).",
-        examples=[3.125],
-    )
-    register_m3: float | None = Field(
-        default=None,
-        gt=0,
-        description="The index at which the register wraps to 0 (100000 for a register showing "
-        "up to 99,999.999 m³); unset: a wrap is flagged as an index decrease.",
-        examples=[100000],
-    )
-
-
-class WasteColumnAttributes(_Attributes):
-    depth_mm: int | None = Field(
-        default=None,
-        gt=0,
-        le=10_000,
-        description="Distance from the sensor to the bottom of the empty column; needed to turn "
-        "a measured distance into a fill level.",
-        examples=[1800],
-    )
-    capacity_l: int | None = Field(default=None, gt=0, le=100_000, examples=[4000])
-    waste_stream: WasteStream | None = Field(default=None, examples=["glass"])
-    threshold_pct: float | None = Field(
-        default=None,
-        gt=0,
-        le=100,
-        description="Fill level (%) at which the column is due for emptying (default 80).",
-        examples=[80],
-    )
-    full_mm: int | None = Field(
-        default=None,
-        ge=0,
-        le=10_000,
-        description="Distance from the sensor at which the column counts as full (default 0: "
-        "the sensor itself); set it where the inlet or the blind zone stops the content earlier.",
-        examples=[250],
-    )
-    blind_zone_mm: int | None = Field(
-        default=None,
-        ge=0,
-        le=2_000,
-        description="Distances under this are the sensor's blind zone and are ignored "
-        "(default 200).",
-        examples=[250],
-    )
-    collection_days: list[Weekday] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=7,
-        description="Days the column's round is collected (default: every working day, "
-        "TERRITORY_WASTE_COLLECTION_DAYS).",
-        examples=[["mon", "thu"]],
-    )
-
-    @model_validator(mode="after")
-    def _full_above_bottom(self) -> WasteColumnAttributes:
-        if self.depth_mm is not None and self.full_mm is not None and self.full_mm >= self.depth_mm:
-            raise ValueError("full_mm must be less than depth_mm")
-        return self
-
-
-class ParkingSensorAttributes(_Attributes):
-    zone: Label | None = Field(default=None, examples=["Parking de la Providence"])
-    freshness_s: int | None = Field(
-        default=None,
-        ge=60,
-        le=7 * 86400,
-        description="How long a reading of this space stays valid; silent longer, the space "
-        "counts as unknown. Default: the TERRITORY_PARKING_FRESHNESS_S setting (6.5 h).",
-        examples=[23400],
-    )
-
-
-ATTRIBUTE_MODELS: dict[DeviceKind, type[_Attributes]] = {
-    DeviceKind.WATER_METER: WaterMeterAttributes,
-    DeviceKind.WASTE_COLUMN: WasteColumnAttributes,
-    DeviceKind.PARKING_SENSOR: ParkingSensorAttributes,
-}
+from devices.declare import DeviceKind, KindAttributes, all_specs, kind_spec
+from devices.kinds.parking_sensor import ParkingSensorAttributes
+from devices.kinds.waste_column import WASTE_STREAMS, WasteColumnAttributes, WasteStream
+from devices.kinds.water_meter import WaterMeterAttributes
 
 _DICT = TypeAdapter(dict[str, Any])
+
+
+def attribute_model(kind: DeviceKind) -> type[KindAttributes]:
+    return kind_spec(kind).attributes
+
+
+def attribute_names() -> list[str]:
+    """Every attribute any declared kind has, sorted (the columns of a CSV import)."""
+    return sorted({f for s in all_specs() for f in s.attributes.model_fields})
 
 
 def validate_attributes(kind: DeviceKind, raw: object) -> dict[str, Any]:
@@ -121,16 +30,18 @@ def validate_attributes(kind: DeviceKind, raw: object) -> dict[str, Any]:
 
     Raises pydantic.ValidationError, whose errors carry locations an API can report.
     """
-    model = ATTRIBUTE_MODELS[kind]
     data = _DICT.validate_python(raw if raw is not None else {})
-    return model.model_validate(data).model_dump(exclude_none=True)
+    return attribute_model(kind).model_validate(data).model_dump(exclude_none=True)
 
 
 __all__ = [
-    "ATTRIBUTE_MODELS",
+    "WASTE_STREAMS",
     "ParkingSensorAttributes",
     "ValidationError",
     "WasteColumnAttributes",
+    "WasteStream",
     "WaterMeterAttributes",
+    "attribute_model",
+    "attribute_names",
     "validate_attributes",
 ]

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from devices.kinds import DeviceKind
-from devices.native import fill_from_distance
+from devices.kinds.waste_column import fill_from_distance
 from devices.readings import ParkingReading, Reading, WasteColumnReading, WaterMeterReading
 from devices.rejections import Rejection, RejectReason
 

@@ -14,11 +14,17 @@ from typing import Any
 
 import asyncpg
 
-READING_TABLES: dict[str, str] = {
-    "water_meter": "water_meter_readings",
-    "waste_column": "waste_column_readings",
-    "parking_sensor": "parking_sensor_readings",
-}
+from devices.kinds import all_kinds, kind_spec
+
+
+def reading_kinds() -> list[str]:
+    """Every declared device kind, each with a reading table the activity job folds in."""
+    return [k.value for k in all_kinds()]
+
+
+def _has(kind: str, field: str) -> bool:
+    return field in kind_spec(kind).field_names
+
 
 # -- device activity (change feed → last heard) -------------------------------------------------
 
@@ -35,14 +41,15 @@ async def sync_activity(conn: asyncpg.Connection, kind: str, since: datetime) ->
     battery level by device time); returns the devices that had rows. Reads every row visible
     now, not only up to the window's upper line: `greatest` makes re-reading harmless, and the
     freshest receive times are what offline detection needs."""
-    table = READING_TABLES[kind]  # a constant, not input
+    table = kind_spec(kind).table  # from a declaration, not input
+    battery = "battery_pct" if _has(kind, "battery_pct") else "NULL::float8"
     rows = await conn.fetch(
         f"""
         INSERT INTO device_activity AS a (device_id, last_received_at, battery_pct, battery_ts)
         SELECT device_id, max(received_at),
-               (array_agg(battery_pct ORDER BY ts DESC)
-                    FILTER (WHERE battery_pct IS NOT NULL))[1],
-               max(ts) FILTER (WHERE battery_pct IS NOT NULL)
+               (array_agg({battery} ORDER BY ts DESC)
+                    FILTER (WHERE {battery} IS NOT NULL))[1],
+               max(ts) FILTER (WHERE {battery} IS NOT NULL)
         FROM {table} WHERE stored_at >= $1 GROUP BY device_id
         ON CONFLICT (device_id) DO UPDATE SET
             last_received_at = greatest(a.last_received_at, EXCLUDED.last_received_at),
@@ -210,11 +217,10 @@ class DeviceRecent:
     readings: list[tuple[datetime, tuple[str, ...], float | None]]
 
 
-_RECENT_COLUMNS = {
-    "water_meter": "alarms, NULL::float8 AS fill_pct",
-    "waste_column": "alarms, fill_pct",
-    "parking_sensor": "'{}'::text[] AS alarms, NULL::float8 AS fill_pct",
-}
+def _recent_columns(kind: str) -> str:
+    alarms = "alarms" if _has(kind, "alarms") else "'{}'::text[] AS alarms"
+    fill = "fill_pct" if _has(kind, "fill_pct") else "NULL::float8 AS fill_pct"
+    return f"{alarms}, {fill}"
 
 
 async def recent_readings(
@@ -224,7 +230,7 @@ async def recent_readings(
     newest battery level: through the primary key, a few rows per device."""
     if not device_ids:
         return []
-    table = READING_TABLES[kind]
+    table = kind_spec(kind).table
     rows = await conn.fetch(
         f"""
         SELECT d.id, d.kind, d.attributes,
@@ -233,7 +239,7 @@ async def recent_readings(
                r.ts, r.alarms, r.fill_pct
         FROM devices d
         CROSS JOIN LATERAL (
-            SELECT ts, {_RECENT_COLUMNS[kind]} FROM {table} t
+            SELECT ts, {_recent_columns(kind)} FROM {table} t
             WHERE t.device_id = d.id ORDER BY ts DESC LIMIT $2
         ) r
         WHERE d.id = ANY($1::text[])

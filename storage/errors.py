@@ -25,6 +25,13 @@ class DuplicateDevice(StorageError):
     pass
 
 
+class KindNotMigrated(StorageUnavailable):
+    """A declared device kind whose reading table is missing or lacks declared columns: its
+    migration has not run (`territory migrate`). The ingest refuses to start on it; met later
+    (a table dropped under a running ingest), it is handled as an outage: nothing is
+    acknowledged, so nothing is lost, until the schema is back."""
+
+
 # SQLSTATE classes (first two characters) that mean "retry later".
 _TRANSIENT_CLASSES = {"08", "53", "57", "58", "40"}
 # Class 57 includes 57014 query_canceled (statement timeout), which is also worth a retry.

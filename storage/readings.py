@@ -20,8 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from devices.kinds import DeviceKind
+from devices.kinds import DeviceKind, all_kinds, kind_spec
 from devices.readings import Reading
+from storage.errors import KindNotMigrated
 
 RADIO_COLUMNS = ("rssi_dbm", "snr_db", "frame_counter", "gateway_id")
 
@@ -44,10 +45,14 @@ _NO_RADIO = RadioMeta()
 
 @dataclass(frozen=True)
 class TableSpec:
+    """Where and how a kind's readings are stored, from its declaration (devices/kinds/)."""
+
     kind: DeviceKind
     table: str
     reading_fields: tuple[str, ...]  # reading dataclass fields stored, in column order
     numeric_columns: tuple[str, ...]  # aggregated by the API
+    alarm_fields: tuple[str, ...]  # stored as text[]: a tuple becomes a list
+    flag_fields: tuple[str, ...]  # booleans, aggregated as 0/1
 
     @property
     def stage(self) -> str:
@@ -62,26 +67,30 @@ class TableSpec:
         return ("device_id", "ts", "received_at", *self.value_columns)
 
 
-TABLES: dict[DeviceKind, TableSpec] = {
-    DeviceKind.WATER_METER: TableSpec(
-        DeviceKind.WATER_METER,
-        "water_meter_readings",
-        ("index_m3", "flow_m3h", "battery_pct", "alarms", "temperature_c", "battery_v"),
-        ("index_m3", "flow_m3h", "battery_pct", "temperature_c", "battery_v"),
-    ),
-    DeviceKind.WASTE_COLUMN: TableSpec(
-        DeviceKind.WASTE_COLUMN,
-        "waste_column_readings",
-        ("fill_pct", "distance_mm", "temperature_c", "battery_pct", "alarms", "battery_v"),
-        ("fill_pct", "distance_mm", "temperature_c", "battery_pct", "battery_v"),
-    ),
-    DeviceKind.PARKING_SENSOR: TableSpec(
-        DeviceKind.PARKING_SENSOR,
-        "parking_sensor_readings",
-        ("occupied", "battery_pct", "temperature_c", "battery_v"),
-        ("occupied", "battery_pct", "temperature_c", "battery_v"),
-    ),
-}
+_TABLES: dict[DeviceKind, TableSpec] = {}
+
+
+def table_spec(kind: DeviceKind) -> TableSpec:
+    """The table spec of a declared kind (worked out once per kind)."""
+    found = _TABLES.get(kind)
+    if found is None:
+        spec = kind_spec(kind)
+        found = TableSpec(
+            spec.kind,
+            spec.table,
+            spec.field_names,
+            spec.numeric_fields,
+            tuple(f.name for f in spec.fields if f.type == "alarms"),
+            spec.flags,
+        )
+        _TABLES[spec.kind] = found
+    return found
+
+
+def table_specs() -> list[TableSpec]:
+    """Every declared kind's table spec."""
+    return [table_spec(k) for k in all_kinds()]
+
 
 # The stored row of a rejected message: the `NewRejection` and its payload's original size,
 # SHA-256 and whether the stored bytes were cut (see `rejected_rows`).
@@ -136,20 +145,20 @@ class NewRejection:
 def _values(spec: TableSpec, r: Reading) -> list[Any]:
     """The reading's stored values, in `spec.reading_fields` order."""
     values = [getattr(r, f) for f in spec.reading_fields]
-    if "alarms" in spec.reading_fields:
-        i = spec.reading_fields.index("alarms")
+    for name in spec.alarm_fields:
+        i = spec.reading_fields.index(name)
         values[i] = list(values[i])
     return values
 
 
 def reading_record(new: NewReading) -> Row:
-    """The COPY record of a reading, in `TABLES[kind].columns` order."""
+    """The COPY record of a reading, in `table_spec(kind).columns` order."""
     r = new.reading
     return (
         new.device_id,
         r.ts,
         new.received_at,
-        *_values(TABLES[r.kind], r),
+        *_values(table_spec(r.kind), r),
         *(new.radio or _NO_RADIO).values(),
     )
 
@@ -197,9 +206,37 @@ class WriteResult:
     inserted_by_kind: dict[str, int] = field(default_factory=dict)  # for the metrics
 
 
+async def check_kind_tables(conn: asyncpg.Connection | asyncpg.Pool) -> None:
+    """Raise KindNotMigrated, naming what is missing, when a declared kind's reading table
+    lacks a column its declaration stores (a kind module added, its migration not run)."""
+    specs = table_specs()
+    rows = await conn.fetch(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ANY($1::text[])",
+        [s.table for s in specs],
+    )
+    present: dict[str, set[str]] = {}
+    for r in rows:
+        present.setdefault(r[0], set()).add(r[1])
+    problems = []
+    for spec in specs:
+        missing = [c for c in spec.columns if c not in present.get(spec.table, set())]
+        if spec.table not in present:
+            problems.append(f"{spec.kind}: table {spec.table} does not exist")
+        elif missing:
+            problems.append(f"{spec.kind}: {spec.table} has no column {', '.join(missing)}")
+    if problems:
+        raise KindNotMigrated(
+            "declared device kinds are not in the database (run `territory migrate`; a new "
+            "kind needs its migration, see DEVELOPERS.md): " + "; ".join(problems)
+        )
+
+
 async def prepare_writer(conn: asyncpg.Connection) -> None:
-    """Create this session's staging tables (dropped with the connection)."""
-    for spec in TABLES.values():
+    """Check the kinds' tables and create this session's staging tables (dropped with the
+    connection)."""
+    await check_kind_tables(conn)
+    for spec in table_specs():
         await conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {spec.stage} "
             f"(LIKE {spec.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -223,7 +260,7 @@ async def write_batch(
     by_kind: dict[str, int] = {}
     rejections = batch.rejections
     async with conn.transaction():
-        readings = [(TABLES[k], rows) for k, rows in batch.readings.items() if rows]
+        readings = [(table_spec(k), rows) for k, rows in batch.readings.items() if rows]
         records = [(spec, [reading_record(r) for r in rows]) for spec, rows in readings]
         try:
             async with conn.transaction():  # a savepoint
@@ -297,7 +334,7 @@ async def _without_conflicts(
     for kind, rows in batch.readings.items():
         if not rows:
             continue
-        spec = TABLES[kind]
+        spec = table_spec(kind)
         n = len(spec.reading_fields)
         keys = list({(r.device_id, r.reading.ts) for r in rows})
         stored_rows = await conn.fetch(
@@ -326,13 +363,13 @@ async def _without_conflicts(
                     f"{row.reading.ts.isoformat()} ({diff})"
                 )
     if not conflicts:
-        return [(TABLES[k], rows) for k, rows in batch.readings.items() if rows], {}
+        return [(table_spec(k), rows) for k, rows in batch.readings.items() if rows], {}
     kept: list[tuple[TableSpec, list[NewReading]]] = []
     for kind, rows in batch.readings.items():
         groups = batch.groups.get(kind) or [-1] * len(rows)
         left = [r for r, g in zip(rows, groups, strict=True) if g not in conflicts]
         if left:
-            kept.append((TABLES[kind], left))
+            kept.append((table_spec(kind), left))
     return kept, conflicts
 
 
@@ -394,7 +431,7 @@ def _stored(spec: TableSpec, row: asyncpg.Record) -> StoredReading:
 async def latest_reading(
     conn: asyncpg.Connection | asyncpg.Pool, kind: DeviceKind, device_id: str
 ) -> StoredReading | None:
-    spec = TABLES[kind]
+    spec = table_spec(kind)
     row = await conn.fetchrow(
         f"SELECT {', '.join(spec.columns)} FROM {spec.table} "
         "WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
@@ -427,7 +464,7 @@ async def readings_page(
     descending: bool,
 ) -> list[StoredReading]:
     """Readings in [start, end), strictly past the cursor `after` in the requested order."""
-    spec = TABLES[kind]
+    spec = table_spec(kind)
     rows = await conn.fetch(
         _range_query(spec, ", ".join(spec.columns), descending),
         device_id,
@@ -487,7 +524,7 @@ async def readings_page_json(
     For pages of thousands of readings: PostgreSQL writes JSON several times faster than
     Python builds it, and the API process, whose one event loop also answers every other
     request, then only joins strings."""
-    spec = TABLES[kind]
+    spec = table_spec(kind)
     rows = await conn.fetch(
         _range_query(spec, _json_select(spec), descending),
         device_id,
@@ -528,10 +565,10 @@ async def aggregate(
     start: datetime,
     end: datetime,
 ) -> list[Bucket]:
-    spec = TABLES[kind]
+    spec = table_spec(kind)
     exprs = []
     for c in spec.numeric_columns:
-        v = f"{c}::int" if c == "occupied" else c
+        v = f"{c}::int" if c in spec.flag_fields else c
         exprs.append(
             f"min({v})::float8, max({v})::float8, avg({v})::float8, "
             f"((array_agg({v} ORDER BY ts DESC) FILTER (WHERE {c} IS NOT NULL))[1])::float8"

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from devices.kinds import DeviceKind
+from devices.kinds import DeviceKind, all_kinds
 from storage.errors import DuplicateDevice
 
 _COLUMNS = (
@@ -168,6 +168,12 @@ async def get_device(
     return _record(row) if row else None
 
 
+def _declared() -> list[str]:
+    # The ingest's lookups see only devices of kinds this process declares: a device of a kind
+    # whose module it does not load is an unknown device to it, not a crash.
+    return [k.value for k in all_kinds()]
+
+
 async def get_devices(
     conn: asyncpg.Connection | asyncpg.Pool,
     ids: Sequence[str] = (),
@@ -176,11 +182,12 @@ async def get_devices(
     wmbus_ids: Sequence[str] = (),
 ) -> list[DeviceRecord]:
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM devices WHERE id = ANY($1::text[]) "
-        "OR dev_eui = ANY($2::text[]) OR wmbus_id = ANY($3::text[])",
+        f"SELECT {_COLUMNS} FROM devices WHERE (id = ANY($1::text[]) "
+        "OR dev_eui = ANY($2::text[]) OR wmbus_id = ANY($3::text[])) AND kind = ANY($4::text[])",
         list(ids),
         list(dev_euis),
         list(wmbus_ids),
+        _declared(),
     )
     return [_record(r) for r in rows]
 
@@ -198,11 +205,12 @@ async def devices_changed_since(
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM devices WHERE updated_at >= $1 "
         "AND ($2::timestamptz IS NULL OR (updated_at, id) > ($2, $3)) "
-        "ORDER BY updated_at, id LIMIT $4",
+        "AND kind = ANY($5::text[]) ORDER BY updated_at, id LIMIT $4",
         since,
         after_ts,
         after_id,
         limit,
+        _declared(),
     )
     return [_record(r) for r in rows]
 

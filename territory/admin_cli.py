@@ -1,5 +1,5 @@
-"""`territory devices ...`, `territory decoders`, `territory waste list`, `territory alerts ...`,
-`territory tenants ...` and `territory keys ...`: the command line.
+"""`territory devices ...`, `territory decoders`, `territory kinds`, `territory waste list`,
+`territory alerts ...`, `territory tenants ...` and `territory keys ...`: the command line.
 
 A thin client of the HTTP API (TERRITORY_API_URL, TERRITORY_ADMIN_KEY), so the command line and
 the API enforce exactly the same rules.
@@ -24,7 +24,10 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     add = dsub.add_parser("add", help="register one device")
     add.add_argument("id")
     add.add_argument(
-        "--kind", required=True, choices=["water_meter", "waste_column", "parking_sensor"]
+        "--kind",
+        required=True,
+        help="water_meter, waste_column, parking_sensor, or a kind the deployment declares "
+        "(`territory kinds` lists them; the API checks)",
     )
     add.add_argument("--label", default="")
     add.add_argument("--group")
@@ -58,6 +61,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     rm.add_argument("id")
 
     sub.add_parser("decoders", help="list the payload decoders a device can be bound to")
+    sub.add_parser("kinds", help="list the device kinds, their reading fields and attributes")
 
     waste = sub.add_parser("waste", help="waste collection: the columns to empty")
     wsub = waste.add_subparsers(dest="waste_command", required=True)
@@ -269,6 +273,19 @@ def _run(args: argparse.Namespace, client: httpx.Client) -> int:
         return _waste_list(args, client)
     if args.command == "alerts":
         return _alerts(args, client)
+    if args.command == "kinds":
+        r = client.get("/kinds")
+        if r.status_code != 200:
+            return _fail(r)
+        for k in r.json():
+            print(f"{k['kind']}: {k['description']}")
+            for f in k["fields"]:
+                unit = f" [{f['unit']}]" if f["unit"] else ""
+                span = f" {f['min']}..{f['max']}" if f["min"] is not None else ""
+                print(f"  {f['name']:16} {f['type']:6}{unit}{span}")
+            names = ", ".join(k["attributes_schema"].get("properties", {}))
+            print(f"  attributes: {names}")
+        return 0
     if args.command == "decoders":
         r = client.get("/decoders")
         if r.status_code != 200:

@@ -40,6 +40,18 @@ def _settings(**overrides: object) -> Settings:
         raise SystemExit(f"invalid configuration:\n{exc}") from exc
 
 
+def load_device_kinds(settings: Settings) -> None:
+    """Import the deployment's own kind modules (TERRITORY_DEVICE_KIND_MODULES)."""
+    from devices.kinds import load_kind_modules
+
+    names = [n.strip() for n in settings.device_kind_modules.split(",") if n.strip()]
+    try:
+        for spec in load_kind_modules(names):
+            logging.getLogger("territory").info("device kind %s declared", spec.kind)
+    except (ImportError, ValueError, TypeError) as exc:
+        raise SystemExit(f"TERRITORY_DEVICE_KIND_MODULES: {exc}") from exc
+
+
 def cmd_migrate(settings: Settings) -> int:
     from storage.migrate import migrate
     from storage.pool import connect
@@ -375,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.group:
             overrides["mqtt_group"] = args.group
     settings = _settings(**overrides)
+    load_device_kinds(settings)
     if args.command == "migrate":
         return cmd_migrate(settings)
     if args.command == "ingest":
@@ -398,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dashboards.cli import run as run_grafana
 
         return run_grafana(args, settings)
-    if args.command in ("devices", "decoders", "waste", "alerts", "tenants", "keys"):
+    if args.command in ("devices", "decoders", "kinds", "waste", "alerts", "tenants", "keys"):
         from territory.admin_cli import run as run_admin
 
         return run_admin(

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     mqtt_url: str = ""
     admin_key: str = ""
 
+    # A deployment's own device kinds: importable modules, comma-separated, each declaring one
+    # kind (DEVELOPERS.md, "Adding a device kind"). Every process loads them at start, so set
+    # it for all of them alike.
+    device_kind_modules: str = ""
+
     # Ingest tuning. The broker never has more than `mqtt_receive_maximum` unacknowledged
     # messages in flight to one ingest process (MQTT v5 Receive Maximum), which bounds memory.
     # Never empty: the broker would assign a new id at each connection, and the persistent

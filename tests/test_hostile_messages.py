@@ -31,7 +31,7 @@ from devices.timestamps import EARLIEST
 from ingest.collector import Inbound
 from ingest.pipeline import Decoded, Pipeline, PipelineConfig
 from ingest.sources import Envelope, SourceKind, parse
-from storage.readings import TABLES, NewReading, NewRejection, reading_record
+from storage.readings import NewReading, NewRejection, reading_record, table_spec
 from storage.registry import DeviceRecord
 
 SETTINGS = settings(
@@ -387,7 +387,7 @@ def _check_outcome(m: Inbound, decoded: list[Decoded]) -> None:
     received = datetime.fromtimestamp(m.received_at, UTC)
     for d in decoded:
         assert isinstance(d.item, NewReading)
-        spec = TABLES[d.item.kind]
+        spec = table_spec(d.item.kind)
         row: dict[str, Any] = dict(zip(spec.columns, reading_record(d.item), strict=True))
         assert VALIDATORS["id"](row["device_id"])
         ts = row["ts"]

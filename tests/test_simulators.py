@@ -18,8 +18,8 @@ import pytest
 from pydantic import ValidationError
 
 from devices.attributes import validate_attributes
-from devices.kinds import DeviceKind
-from devices.native import PAYLOAD_MODELS, decode_native, fill_from_distance
+from devices.kinds import DeviceKind, all_kinds
+from devices.native import decode_native, fill_from_distance, payload_model
 from devices.rejections import Rejection, RejectReason
 from simulators.behaviour import (
     LEAK_ALARM_AFTER,
@@ -103,7 +103,7 @@ def test_every_payload_over_a_day_validates_and_decodes() -> None:
             if payload is None:
                 continue
             sent += 1
-            PAYLOAD_MODELS[d.kind].model_validate(payload)
+            payload_model(d.kind).model_validate(payload)
             reading = decode_native(
                 d.kind, encode(payload), received_at=ts, attributes=d.registration.attributes
             )
@@ -324,7 +324,7 @@ def test_each_fault_type_does_what_it_says(fault: FaultType) -> None:
         for o in out:
             assert isinstance(json.loads(o.body), dict)
             with pytest.raises(ValidationError):
-                PAYLOAD_MODELS[kinds[o.device_id]].model_validate_json(o.body)
+                payload_model(kinds[o.device_id]).model_validate_json(o.body)
     elif fault is FaultType.FUTURE:
         for o in out:
             ts = datetime.fromisoformat(json.loads(o.body)["ts"])
@@ -461,7 +461,7 @@ def test_cli_options() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([])
-    assert args.kinds == list(DeviceKind) and args.devices == 20 and args.rate == 20
+    assert args.kinds == all_kinds() and args.devices == 20 and args.rate == 20
     assert (args.duration, args.count, args.history_hours, args.faults) == (0, 0, 0, 0)
     assert args.qos == 1 and not args.no_register and args.id_prefix == "sim"
     args = parser.parse_args(

@@ -280,7 +280,7 @@ async def run_alerts(conn: asyncpg.Connection, window: Window, settings: Setting
     # upper line next time is harmless: activity keeps the newest, verdicts are recomputed).
     await store.plan_each_statement(conn)
     changed: dict[str, list[str]] = {}
-    for kind in store.READING_TABLES:
+    for kind in store.reading_kinds():
         ids = await store.sync_activity(conn, kind, window.lower)
         if ids:
             changed[kind] = ids

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from devices.native import fill_from_distance
+from devices.kinds.waste_column import fill_from_distance
 from devices.readings import WasteColumnReading
 from devices.rejections import Rejection, RejectReason
 
