@@ -14,6 +14,7 @@ Pure: no I/O; nothing here imports another package of the platform.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -336,6 +337,30 @@ class KindSpec:
         )
         return model
 
+    @cached_property
+    def native_builder(self) -> Callable[[datetime, NativePayload, Mapping[str, Any]], Any]:
+        """(ts, validated native payload, device attributes) → reading. On the ingest's hot
+        path: the field order and the alarms' position are worked out here, once."""
+        names = self.field_names
+        # itemgetter of one name returns the value itself, not a 1-tuple
+        pick = operator.itemgetter(*names) if len(names) > 1 else lambda v: (v[names[0]],)
+        reading = self.reading
+        complete = self.complete_native
+        alarm_at = [i for i, f in enumerate(self.fields) if f.type == "alarms"]
+
+        def build(ts: datetime, payload: NativePayload, attributes: Mapping[str, Any]) -> Any:
+            values: dict[str, Any] = payload.__dict__
+            if complete is not None:
+                values = complete(dict(values), attributes)
+            args = pick(values)
+            if alarm_at:
+                args = list(args)
+                for i in alarm_at:
+                    args[i] = tuple(sorted(args[i]))
+            return reading(ts, *args)
+
+        return build
+
     def reading_from(self, ts: datetime, values: Mapping[str, Any]) -> Any:
         """A reading of this kind from its field values (alarms as any iterable of names)."""
         kwargs = dict(values)
@@ -400,7 +425,8 @@ def declare_kind(
 
 def kind_spec(kind: str) -> KindSpec:
     """The declaration of a kind (a DeviceKind or its name); ValueError for an unknown one."""
-    return _SPECS[DeviceKind(kind)]
+    found = _SPECS.get(kind)  # type: ignore[call-overload]  # a str finds its DeviceKind
+    return found if found is not None else _SPECS[DeviceKind(kind)]
 
 
 def spec_of(reading: object) -> KindSpec:

@@ -53,7 +53,7 @@ def _describe(exc: ValidationError) -> str:
 
 
 def parse_payload(kind: DeviceKind, raw: bytes) -> NativePayload:
-    model = payload_model(kind)
+    model = kind_spec(kind).payload_model
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -90,11 +90,7 @@ def decode_native(
             f"ts {ts.isoformat()} is more than {future_tolerance} ahead of the time received "
             f"{received_at.isoformat()}",
         )
-    spec = kind_spec(kind)
-    values = {f: getattr(payload, f) for f in spec.field_names}
-    if spec.complete_native is not None:
-        values = spec.complete_native(values, attributes)
-    reading: Reading = spec.reading_from(ts, values)
+    reading: Reading = kind_spec(kind).native_builder(ts, payload, attributes)
     return reading
 
 
