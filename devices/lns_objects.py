@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from devices.kinds import DeviceKind
+from devices.kinds import DeviceKind, kind_spec
 from devices.kinds.waste_column import fill_from_distance
 from devices.readings import ParkingReading, Reading, WasteColumnReading, WaterMeterReading
 from devices.rejections import Rejection, RejectReason
@@ -83,6 +83,40 @@ def _bool(obj: Mapping[str, Any], keys: tuple[str, ...]) -> bool | None:
     return None
 
 
+def _declared_fields(kind: DeviceKind, obj: Mapping[str, Any], ts: datetime) -> Reading | None:
+    """A kind without a mapping of its own (one a deployment declares): the object's keys
+    that are the reading's field names, with values of the declared type; None when a
+    required field is missing."""
+    spec = kind_spec(kind)
+    values: dict[str, Any] = {}
+    for f in spec.fields:
+        if f.name not in obj:
+            continue
+        v = obj[f.name]
+        if f.type == "alarms":
+            if isinstance(v, list):
+                values[f.name] = tuple(a for a in v if a in spec.alarms)
+        elif f.type == "bool":
+            if isinstance(v, bool):
+                values[f.name] = v
+        elif f.type == "text":
+            if isinstance(v, str):
+                values[f.name] = v[:256]
+        else:
+            number = _number(v)
+            if number is None:
+                continue
+            if f.type == "int":
+                if not math.isfinite(number) or number != int(number):
+                    continue
+                number = int(number)
+            values[f.name] = number
+    if not values or any(f.required and f.name not in values for f in spec.fields):
+        return None
+    reading: Reading = spec.reading_from(ts, values)
+    return reading
+
+
 def from_object(
     kind: DeviceKind, obj: Mapping[str, Any], ts: datetime, attributes: Mapping[str, Any]
 ) -> list[Reading]:
@@ -130,7 +164,7 @@ def from_object(
                     alarms=tuple(sorted(set(alarms))),
                 )
             ]
-    else:
+    elif kind is DeviceKind.PARKING_SENSOR:
         occupied = _bool(obj, _OCCUPIED_KEYS)
         if occupied is not None:
             return [
@@ -142,6 +176,10 @@ def from_object(
                     temperature_c=temperature,
                 )
             ]
+    else:
+        found = _declared_fields(kind, obj, ts)
+        if found is not None:
+            return [found]
     raise Rejection(
         RejectReason.NO_DECODER,
         f"no decoder is bound to this {kind.value} and the network server's decoded object "
