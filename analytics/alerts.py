@@ -7,7 +7,7 @@ that keeps an alert from flapping (docs/alerts.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,6 @@ SEVERITY: dict[str, str] = {
     "bin_full": "warning",
 }
 ALERT_TYPES: tuple[str, ...] = tuple(SEVERITY)
-TRANSITIONS: tuple[str, ...] = ("opened", "acknowledged", "cleared")
 STATUSES: tuple[str, ...] = ("open", "acknowledged", "cleared")
 
 # Device alarm flags (the strings the decoders and native payloads put in `alarms`) and the
@@ -129,8 +128,3 @@ def bin_full_verdict(
     if fill_pct < threshold_pct - clear_margin_pct:
         return Verdict(False)
     return None
-
-
-def threshold_from(attributes: Mapping[str, Any], key: str, default: float) -> float:
-    value = attributes.get(key)
-    return float(value) if isinstance(value, int | float) and value > 0 else default

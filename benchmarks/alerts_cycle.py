@@ -80,10 +80,6 @@ async def rows_by_table(conn: asyncpg.Connection) -> dict[str, int]:
     return {r["relname"]: int(r["n"]) for r in rows}
 
 
-async def rows_read(conn: asyncpg.Connection) -> int:
-    return sum((await rows_by_table(conn)).values())
-
-
 async def measured_cycle(worker: Worker, observer: asyncpg.Connection) -> tuple[float, int, int]:
     """(seconds, rows read, alert changes) of one run of the alert job."""
     before = await rows_by_table(observer)

@@ -70,10 +70,3 @@ def payload(index: int, seq: int, ts: bytes) -> bytes:
         b"true" if seq % 2 else b"false",
         battery,
     )
-
-
-def parse_ts(raw: bytes) -> float:
-    """The publish time (epoch seconds) in a payload made by `payload`."""
-    start = raw.index(b'"ts":"') + 6
-    text = raw[start : raw.index(b'"', start)].decode()
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -452,30 +452,6 @@ def _range_query(spec: TableSpec, select: str, descending: bool) -> str:
     )
 
 
-async def readings_page(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    kind: DeviceKind,
-    device_id: str,
-    *,
-    start: datetime | None,
-    end: datetime | None,
-    after: datetime | None,
-    limit: int,
-    descending: bool,
-) -> list[StoredReading]:
-    """Readings in [start, end), strictly past the cursor `after` in the requested order."""
-    spec = table_spec(kind)
-    rows = await conn.fetch(
-        _range_query(spec, ", ".join(spec.columns), descending),
-        device_id,
-        start,
-        end,
-        after,
-        limit,
-    )
-    return [_stored(spec, r) for r in rows]
-
-
 @dataclass(frozen=True, slots=True)
 class JsonReading:
     ts: datetime  # for the next page's cursor; naive datetime.min/max for ±infinity
@@ -518,7 +494,8 @@ async def readings_page_json(
     limit: int,
     descending: bool,
 ) -> list[JsonReading]:
-    """The same rows as `readings_page`, each already written as JSON by PostgreSQL:
+    """Rows in [start, end), strictly past the cursor `after` in the requested order, each
+    already written as JSON by PostgreSQL:
     `{"ts", "received_at", "values": {<reading fields>}, "radio": {<radio columns>} | null}`.
 
     For pages of thousands of readings: PostgreSQL writes JSON several times faster than
