@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from devices.kinds import DeviceKind
 
 WasteStream = Literal["residual", "packaging", "glass", "paper", "organic", "textile", "other"]
+# The same streams as a tuple, for code that iterates or checks membership at run time.
+WASTE_STREAMS: tuple[WasteStream, ...] = get_args(WasteStream)
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 
