@@ -50,6 +50,7 @@ from ingest.writer import PermanentWriteError, PostgresWriter, TransientWriteErr
 from storage.deliveries import delivery_hash
 from storage.readings import NewReading, NewRejection, WriteBatch, WriteResult
 from territory import metrics
+from territory.config import DEFAULT_TOPIC_PREFIX
 
 log = logging.getLogger("territory.ingest")
 
@@ -60,7 +61,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class PipelineConfig:
     database_url: str
-    topic_prefix: str = "devices"
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     batch_max_messages: int = 2000
     batch_max_delay_s: float = 0.05
     future_tolerance: timedelta = timedelta(minutes=10)

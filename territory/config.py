@@ -7,6 +7,8 @@ values instead of mutating the environment.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
@@ -15,6 +17,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_ADMIN_KEY = "dev-admin-key"
 SourceName = Literal["chirpstack", "tts", "wmbusmeters"]
+
+# The topic layout's defaults, written once for every reader (the ingest's subscriptions, the
+# broker's ACL, the simulators): a device publishes on `<prefix>/<device id>/telemetry`, each
+# gateway source on its own filter, and the worker's alert events go under their own prefix.
+DEFAULT_TOPIC_PREFIX = "devices"
+DEFAULT_SOURCE_TOPICS: Mapping[SourceName, str] = MappingProxyType(
+    {
+        "chirpstack": "application/+/device/+/event/up",
+        "tts": "v3/+/devices/+/up",
+        "wmbusmeters": "wmbusmeters/#",
+    }
+)
+DEFAULT_ALERT_TOPIC_PREFIX = "alerts"
 
 
 class MqttTarget:
@@ -54,19 +69,13 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
     mqtt_receive_maximum: int = Field(default=4000, ge=1, le=65535)
     mqtt_keepalive_s: int = Field(default=30, ge=5)
-    mqtt_topic_prefix: str = "devices"
+    mqtt_topic_prefix: str = DEFAULT_TOPIC_PREFIX
     # The ingest's MQTT client: the built-in one (ingest/collector.py), or paho-mqtt's network
     # thread, same contract at about four times the CPU per message (docs/mqtt-client.md).
     mqtt_client: Literal["builtin", "paho"] = "builtin"
     # Gateway sources and their topic filters; "" switches one off. As JSON in
     # TERRITORY_SOURCES, e.g. {"chirpstack": "application/+/device/+/event/up", "tts": ""}.
-    sources: dict[SourceName, str] = Field(
-        default_factory=lambda: {  # type: ignore[arg-type]
-            "chirpstack": "application/+/device/+/event/up",
-            "tts": "v3/+/devices/+/up",
-            "wmbusmeters": "wmbusmeters/#",
-        }
-    )
+    sources: dict[SourceName, str] = Field(default_factory=lambda: dict(DEFAULT_SOURCE_TOPICS))
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_max_delay_ms: int = Field(default=50, ge=1)
     future_tolerance_s: int = Field(default=600, ge=0)
@@ -129,7 +138,7 @@ class Settings(BaseSettings):
     alert_webhook_retry_base_s: float = Field(default=2.0, gt=0)
     alert_webhook_retry_max_s: float = Field(default=600.0, gt=0)
     alert_webhook_max_attempts: int = Field(default=20, ge=1)
-    alert_mqtt_topic_prefix: str = Field(default="alerts", min_length=1)
+    alert_mqtt_topic_prefix: str = Field(default=DEFAULT_ALERT_TOPIC_PREFIX, min_length=1)
     alert_delivery_poll_s: float = Field(default=0.5, gt=0)
     # Delivered notifications and sent events older than this are deleted (alerts are kept).
     alert_outbox_retention_days: float = Field(default=30.0, gt=0)
