@@ -42,7 +42,11 @@ from devices.lns_objects import from_object
 from devices.native import decode_native
 from devices.readings import Reading
 from devices.rejections import Rejection, RejectReason
-from devices.timestamps import DEFAULT_PAST_TOLERANCE, check_reading_time
+from devices.timestamps import (
+    DEFAULT_FUTURE_TOLERANCE,
+    DEFAULT_PAST_TOLERANCE,
+    check_reading_time,
+)
 from ingest.collector import Collector, Inbound
 from ingest.devicecache import DeviceCache, KnownDevice
 from ingest.sources import Envelope, IdentityKind, parse
@@ -64,7 +68,7 @@ class PipelineConfig:
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     batch_max_messages: int = 2000
     batch_max_delay_s: float = 0.05
-    future_tolerance: timedelta = timedelta(minutes=10)
+    future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE
     past_tolerance: timedelta = DEFAULT_PAST_TOLERANCE
     device_refresh_s: float = 2.0
     shutdown_grace_s: float = 10.0

@@ -15,6 +15,9 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from analytics.water import LeakThresholds, MeterParams
+from devices.timestamps import DEFAULT_FUTURE_TOLERANCE, DEFAULT_PAST_TOLERANCE
+
 DEV_ADMIN_KEY = "dev-admin-key"
 SourceName = Literal["chirpstack", "tts", "wmbusmeters"]
 
@@ -30,6 +33,9 @@ DEFAULT_SOURCE_TOPICS: Mapping[SourceName, str] = MappingProxyType(
     }
 )
 DEFAULT_ALERT_TOPIC_PREFIX = "alerts"
+# The water computations' own defaults, which the settings take as theirs.
+_METER = MeterParams()
+_LEAKS = LeakThresholds()
 
 
 class MqttTarget:
@@ -78,10 +84,10 @@ class Settings(BaseSettings):
     sources: dict[SourceName, str] = Field(default_factory=lambda: dict(DEFAULT_SOURCE_TOPICS))
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_max_delay_ms: int = Field(default=50, ge=1)
-    future_tolerance_s: int = Field(default=600, ge=0)
+    future_tolerance_s: int = Field(default=int(DEFAULT_FUTURE_TOLERANCE.total_seconds()), ge=0)
     # Readings older than this (before the time received), or before 2000-01-01 whatever this
     # says, are rejected as implausible_timestamp: a reset device clock, a year-1 placeholder.
-    past_tolerance_days: int = Field(default=3653, ge=1, le=36500)
+    past_tolerance_days: int = Field(default=DEFAULT_PAST_TOLERANCE.days, ge=1, le=36500)
     device_refresh_s: float = Field(default=2.0, gt=0)
     # A database statement of the ingest that takes longer is abandoned and retried on a new
     # connection: a connection that went silent (failover, a NAT that forgot it) never errors.
@@ -146,16 +152,17 @@ class Settings(BaseSettings):
     # Water consumption and leaks (docs/water.md). water_tz: the territory's local time, for
     # leak nights and the default of GET /water/consumption; its offsets must be whole hours.
     water_tz: str = "Europe/Paris"
-    water_q4_m3h: float = Field(default=3.125, gt=0)  # a meter's `q4_m3h` attribute overrides
-    water_jitter_m3: float = Field(default=0.002, ge=0)
-    water_estimated_gap_s: float = Field(default=6 * 3600, gt=0)
-    water_measured_interval_s: float = Field(default=3900, gt=0)
+    # The defaults are analytics/water.py's (MeterParams, LeakThresholds).
+    water_q4_m3h: float = Field(default=_METER.q4_m3h, gt=0)  # a meter's `q4_m3h` overrides
+    water_jitter_m3: float = Field(default=_METER.jitter_m3, ge=0)
+    water_estimated_gap_s: float = Field(default=_METER.estimated_gap_s, gt=0)
+    water_measured_interval_s: float = Field(default=_METER.measured_interval_s, gt=0)
     water_night_start_hour: int = Field(default=2, ge=0, le=23)
     water_night_end_hour: int = Field(default=5, ge=1, le=24)
-    water_leak_suspected_lph: float = Field(default=5.0, gt=0)
-    water_leak_lph: float = Field(default=10.0, gt=0)
-    water_leak_nights: int = Field(default=3, ge=1, le=60)
-    water_burst_lph: float = Field(default=100.0, gt=0)
+    water_leak_suspected_lph: float = Field(default=_LEAKS.suspected_lph, gt=0)
+    water_leak_lph: float = Field(default=_LEAKS.leak_lph, gt=0)
+    water_leak_nights: int = Field(default=_LEAKS.nights, ge=1, le=60)
+    water_burst_lph: float = Field(default=_LEAKS.burst_lph, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
