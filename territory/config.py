@@ -33,6 +33,15 @@ DEFAULT_SOURCE_TOPICS: Mapping[SourceName, str] = MappingProxyType(
     }
 )
 DEFAULT_ALERT_TOPIC_PREFIX = "alerts"
+# The ingest's tuning defaults, which its own config dataclasses (that tests and benchmarks
+# build directly) take too.
+DEFAULT_BATCH_MAX_MESSAGES = 2000
+DEFAULT_BATCH_MAX_DELAY_MS = 50
+DEFAULT_DEVICE_REFRESH_S = 2.0
+DEFAULT_DB_COMMAND_TIMEOUT_S = 60.0
+DEFAULT_MQTT_KEEPALIVE_S = 30
+DEFAULT_MQTT_SESSION_EXPIRY_S = 7 * 24 * 3600
+DEFAULT_MQTT_RECEIVE_MAXIMUM = 4000
 # The water computations' own defaults, which the settings take as theirs.
 _METER = MeterParams()
 _LEAKS = LeakThresholds()
@@ -72,9 +81,9 @@ class Settings(BaseSettings):
     # session (with what it queued) would be left behind every time.
     mqtt_client_id: str = Field(default="territory-ingest", min_length=1, max_length=128)
     mqtt_group: str = ""
-    mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
-    mqtt_receive_maximum: int = Field(default=4000, ge=1, le=65535)
-    mqtt_keepalive_s: int = Field(default=30, ge=5)
+    mqtt_session_expiry_s: int = Field(default=DEFAULT_MQTT_SESSION_EXPIRY_S, ge=60)
+    mqtt_receive_maximum: int = Field(default=DEFAULT_MQTT_RECEIVE_MAXIMUM, ge=1, le=65535)
+    mqtt_keepalive_s: int = Field(default=DEFAULT_MQTT_KEEPALIVE_S, ge=5)
     mqtt_topic_prefix: str = DEFAULT_TOPIC_PREFIX
     # The ingest's MQTT client: the built-in one (ingest/collector.py), or paho-mqtt's network
     # thread, same contract at about four times the CPU per message (docs/mqtt-client.md).
@@ -82,16 +91,16 @@ class Settings(BaseSettings):
     # Gateway sources and their topic filters; "" switches one off. As JSON in
     # TERRITORY_SOURCES, e.g. {"chirpstack": "application/+/device/+/event/up", "tts": ""}.
     sources: dict[SourceName, str] = Field(default_factory=lambda: dict(DEFAULT_SOURCE_TOPICS))
-    batch_max_messages: int = Field(default=2000, ge=1)
-    batch_max_delay_ms: int = Field(default=50, ge=1)
+    batch_max_messages: int = Field(default=DEFAULT_BATCH_MAX_MESSAGES, ge=1)
+    batch_max_delay_ms: int = Field(default=DEFAULT_BATCH_MAX_DELAY_MS, ge=1)
     future_tolerance_s: int = Field(default=int(DEFAULT_FUTURE_TOLERANCE.total_seconds()), ge=0)
     # Readings older than this (before the time received), or before 2000-01-01 whatever this
     # says, are rejected as implausible_timestamp: a reset device clock, a year-1 placeholder.
     past_tolerance_days: int = Field(default=DEFAULT_PAST_TOLERANCE.days, ge=1, le=36500)
-    device_refresh_s: float = Field(default=2.0, gt=0)
+    device_refresh_s: float = Field(default=DEFAULT_DEVICE_REFRESH_S, gt=0)
     # A database statement of the ingest that takes longer is abandoned and retried on a new
     # connection: a connection that went silent (failover, a NAT that forgot it) never errors.
-    db_command_timeout_s: float = Field(default=60.0, gt=0)
+    db_command_timeout_s: float = Field(default=DEFAULT_DB_COMMAND_TIMEOUT_S, gt=0)
 
     # `territory worker`: a job run taking longer is abandoned (rolled back) and tried again.
     worker_job_timeout_s: float = Field(default=600.0, gt=0)
