@@ -42,7 +42,8 @@ RELATIONSHIPS = frozenset({"refParkingSite"})
 # Our waste streams (devices/attributes.py) in the model's `storedWasteKind` enumeration, and
 # their code in the European List of Waste (Decision 2000/532/EC) as `storedWasteCode`: the
 # enumeration has no word for residual household waste, mixed packaging or textiles, the code
-# says exactly what the column holds.
+# says exactly what the column holds. Every stream of `WASTE_STREAMS` has its entry (a test
+# holds the two together), or its columns would be published with no kind at all.
 WASTE_KIND: dict[str, tuple[str, str | None]] = {
     "residual": ("other", "20 03 01"),
     "packaging": ("other", "15 01 06"),

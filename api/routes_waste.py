@@ -25,7 +25,7 @@ from analytics.waste import (
 from api.authz import Permission, require
 from api.deps import PoolDep, TenantDep, get_settings
 from api.schemas import DEVICE_ID_PATTERN
-from devices.attributes import WasteStream
+from devices.attributes import WASTE_STREAMS
 from storage import waste as wq
 from territory.config import Settings
 
@@ -35,7 +35,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 ColumnPath = Annotated[str, Path(description="Waste column id", examples=["wc-quimper-0007"])]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No waste column with this id"}}
-STREAMS: tuple[str, ...] = WasteStream.__args__  # type: ignore[attr-defined]
+STREAMS: tuple[str, ...] = WASTE_STREAMS
 
 
 class Forecast(BaseModel):

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from territory.config import DEFAULT_ALERT_TOPIC_PREFIX, DEFAULT_TOPIC_PREFIX
+
 INGEST = "@territory-ingest"
 WORKER = "@territory-worker"
 SIMULATOR = "@territory-simulator"
@@ -47,9 +49,9 @@ class Account:
 class Topics:
     """The topic trees the services' rights are written for (the platform's settings)."""
 
-    native_prefix: str = "devices"
+    native_prefix: str = DEFAULT_TOPIC_PREFIX
     sources: Mapping[str, str] = field(default_factory=dict)  # source -> ingest filter, "" = off
-    alert_prefix: str = "alerts"
+    alert_prefix: str = DEFAULT_ALERT_TOPIC_PREFIX
 
     def device_pattern(self) -> str:
         return f"{self.native_prefix}/%u/telemetry"

@@ -27,6 +27,11 @@ from typing import Protocol
 from ingest import mqtt_packets as mp
 from ingest.sources import SourceKind
 from territory import metrics
+from territory.config import (
+    DEFAULT_MQTT_KEEPALIVE_S,
+    DEFAULT_MQTT_RECEIVE_MAXIMUM,
+    DEFAULT_MQTT_SESSION_EXPIRY_S,
+)
 
 log = logging.getLogger("territory.ingest.mqtt")
 
@@ -61,9 +66,9 @@ class CollectorConfig:
     client_id: str
     topics: Sequence[tuple[str, SourceKind]]  # topic filter and the source it carries
     group: str = ""
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
-    receive_maximum: int = 4000
+    keepalive_s: int = DEFAULT_MQTT_KEEPALIVE_S
+    session_expiry_s: int = DEFAULT_MQTT_SESSION_EXPIRY_S
+    receive_maximum: int = DEFAULT_MQTT_RECEIVE_MAXIMUM
     # QoS 0 messages are not covered by Receive Maximum; past this many queued, new QoS 0
     # messages are dropped and counted rather than growing memory without bound.
     qos0_queue_limit: int = 50_000

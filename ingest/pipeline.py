@@ -42,14 +42,31 @@ from devices.lns_objects import from_object
 from devices.native import decode_native
 from devices.readings import Reading
 from devices.rejections import Rejection, RejectReason
-from devices.timestamps import DEFAULT_PAST_TOLERANCE, check_reading_time
+from devices.timestamps import (
+    DEFAULT_FUTURE_TOLERANCE,
+    DEFAULT_PAST_TOLERANCE,
+    check_reading_time,
+)
 from ingest.collector import Collector, Inbound
 from ingest.devicecache import DeviceCache, KnownDevice
 from ingest.sources import Envelope, IdentityKind, parse
 from ingest.writer import PermanentWriteError, PostgresWriter, TransientWriteError, Writer
 from storage.deliveries import delivery_hash
-from storage.readings import NewReading, NewRejection, WriteBatch, WriteResult
+from storage.readings import (
+    REJECTED_PAYLOAD_MAX_BYTES,
+    NewReading,
+    NewRejection,
+    WriteBatch,
+    WriteResult,
+)
 from territory import metrics
+from territory.config import (
+    DEFAULT_BATCH_MAX_DELAY_MS,
+    DEFAULT_BATCH_MAX_MESSAGES,
+    DEFAULT_DB_COMMAND_TIMEOUT_S,
+    DEFAULT_DEVICE_REFRESH_S,
+    DEFAULT_TOPIC_PREFIX,
+)
 
 log = logging.getLogger("territory.ingest")
 
@@ -60,18 +77,18 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class PipelineConfig:
     database_url: str
-    topic_prefix: str = "devices"
-    batch_max_messages: int = 2000
-    batch_max_delay_s: float = 0.05
-    future_tolerance: timedelta = timedelta(minutes=10)
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    batch_max_messages: int = DEFAULT_BATCH_MAX_MESSAGES
+    batch_max_delay_s: float = DEFAULT_BATCH_MAX_DELAY_MS / 1000
+    future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE
     past_tolerance: timedelta = DEFAULT_PAST_TOLERANCE
-    device_refresh_s: float = 2.0
+    device_refresh_s: float = DEFAULT_DEVICE_REFRESH_S
     shutdown_grace_s: float = 10.0
     # Backoff between retries of a transiently failed write or lookup: doubling to the max.
     retry_initial_s: float = 0.2
     retry_max_s: float = 10.0
-    command_timeout_s: float = 60.0
-    rejected_payload_max_bytes: int = 64 * 1024
+    command_timeout_s: float = DEFAULT_DB_COMMAND_TIMEOUT_S
+    rejected_payload_max_bytes: int = REJECTED_PAYLOAD_MAX_BYTES
     # Tests only (TERRITORY_TEST_CRASH_MARKER): a payload containing these bytes makes the
     # process exit while decoding it, standing in for a message that kills the ingest.
     crash_marker: bytes | None = None

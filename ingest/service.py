@@ -11,7 +11,7 @@ from datetime import timedelta
 from ingest.collector import Collector, CollectorConfig, MqttCollector
 from ingest.paho_collector import PahoCollector
 from ingest.pipeline import Pipeline, PipelineConfig
-from ingest.sources import SourceKind
+from ingest.sources import SourceKind, native_filter
 from territory import metrics
 from territory.config import Settings
 
@@ -20,7 +20,7 @@ log = logging.getLogger("territory.ingest")
 
 def source_topics(settings: Settings) -> list[tuple[str, SourceKind]]:
     """The native topic, then each gateway source whose filter is not switched off ("")."""
-    topics = [(f"{settings.mqtt_topic_prefix}/+/telemetry", SourceKind.NATIVE)]
+    topics = [(native_filter(settings.mqtt_topic_prefix), SourceKind.NATIVE)]
     for name, topic in settings.sources.items():
         if topic:
             topics.append((topic, SourceKind(name)))

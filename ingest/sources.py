@@ -34,6 +34,7 @@ from devices.identity import valid_device_id, valid_wmbus_id
 from devices.rejections import Rejection, RejectReason
 from devices.timestamps import parse_rfc3339
 from storage.readings import RadioMeta
+from territory.config import DEFAULT_SOURCE_TOPICS, DEFAULT_TOPIC_PREFIX
 
 
 class IdentityKind(StrEnum):
@@ -61,11 +62,15 @@ class SourceKind(StrEnum):
     WMBUSMETERS = "wmbusmeters"
 
 
+def native_filter(prefix: str) -> str:
+    """The native source's topic filter: the device id is the one level under the prefix."""
+    return f"{prefix}/+/telemetry"
+
+
+# Each source's filter with the settings' defaults (territory/config.py holds them).
 DEFAULT_TOPICS: dict[SourceKind, str] = {
-    SourceKind.NATIVE: "devices/+/telemetry",
-    SourceKind.CHIRPSTACK: "application/+/device/+/event/up",
-    SourceKind.TTS: "v3/+/devices/+/up",
-    SourceKind.WMBUSMETERS: "wmbusmeters/#",
+    SourceKind.NATIVE: native_filter(DEFAULT_TOPIC_PREFIX),
+    **{SourceKind(name): topic for name, topic in DEFAULT_SOURCE_TOPICS.items()},
 }
 
 

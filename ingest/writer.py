@@ -33,6 +33,7 @@ from storage.readings import (
     prepare_writer,
     write_batch,
 )
+from territory.config import DEFAULT_DB_COMMAND_TIMEOUT_S
 
 log = logging.getLogger("territory.ingest")
 T = TypeVar("T")
@@ -84,7 +85,7 @@ class PostgresWriter:
         self,
         database_url: str,
         *,
-        command_timeout_s: float = 60.0,
+        command_timeout_s: float = DEFAULT_DB_COMMAND_TIMEOUT_S,
         rejected_payload_max_bytes: int = REJECTED_PAYLOAD_MAX_BYTES,
     ) -> None:
         self.database_url = database_url

@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
-from devices.attributes import WasteColumnAttributes
+from devices.attributes import WasteColumnAttributes, WasteStream
 from devices.kinds import DeviceKind
 from simulators.daytypes import PARIS, DayType, day_type
 
@@ -664,7 +664,6 @@ class WaterMeter(SimDevice):
 # --------------------------------------------------------------------------------------------
 # Waste columns
 
-WasteStream = Literal["residual", "packaging", "glass", "paper", "organic", "textile", "other"]
 WasteReport = Literal["fill", "distance", "both"]
 
 
@@ -682,7 +681,7 @@ class StreamSpec:
     depth_mm: int
 
 
-STREAMS: dict[str, StreamSpec] = {
+STREAMS: dict[WasteStream, StreamSpec] = {
     # Glass and packaging pile up after weekends.
     "residual": StreamSpec(
         (3, 7), (3.6, 6.0), 35, (1.0, 1.0, 1.0, 1.0, 1.0, 1.05, 0.95), 5000, 2200
@@ -696,7 +695,7 @@ STREAMS: dict[str, StreamSpec] = {
     ),
 }
 # Which stream the n-th column carries: residual 3/8, packaging 2/8, glass 2/8, paper 1/8.
-_STREAM_CYCLE = (
+_STREAM_CYCLE: tuple[WasteStream, ...] = (
     "residual",
     "packaging",
     "glass",
@@ -728,7 +727,7 @@ class CollectionRound:
     """
 
     name: str
-    stream: str
+    stream: WasteStream
     weekdays: tuple[int, ...]
     every_weeks: int = 1
     week_parity: int = 0
@@ -764,7 +763,7 @@ ROUNDS: dict[str, CollectionRound] = {
     )
 }
 COLLECTION_ROUNDS: tuple[str, ...] = tuple(ROUNDS)
-_ROUNDS_BY_STREAM: dict[str, tuple[str, ...]] = {
+_ROUNDS_BY_STREAM: dict[WasteStream, tuple[str, ...]] = {
     s: tuple(n for n, r in ROUNDS.items() if r.stream == s) for s in STREAMS
 }
 
@@ -814,7 +813,7 @@ class WasteColumn(SimDevice):
         registration: Registration,
         *,
         key: str,
-        stream: str,
+        stream: WasteStream,
         days_to_80: float,
         depth_mm: int,
         round_name: str | None,

@@ -26,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from simulators.behaviour import PARIS, Registration, SimDevice, Telemetry, history, schedule
 from simulators.faults import NATIVE, FaultInjector, Outgoing, Wire
+from territory.config import DEFAULT_TOPIC_PREFIX
 
 # --------------------------------------------------------------------------------------------
 # Registration
@@ -162,7 +163,7 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
     )
 
 
-def topic_for(device_id: str, prefix: str = "devices") -> str:
+def topic_for(device_id: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
     return f"{prefix}/{device_id}/telemetry"
 
 
@@ -355,7 +356,7 @@ class SimulationConfig:
     history_rate: float = 0.0
     live: bool = True
     pace: Pace = "rate"
-    topic_prefix: str = "devices"
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     ack_timeout_s: float = 30.0
 
 

@@ -7,14 +7,44 @@ values instead of mutating the environment.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from analytics.water import LeakThresholds, MeterParams
+from devices.timestamps import DEFAULT_FUTURE_TOLERANCE, DEFAULT_PAST_TOLERANCE
+
 DEV_ADMIN_KEY = "dev-admin-key"
 SourceName = Literal["chirpstack", "tts", "wmbusmeters"]
+
+# The topic layout's defaults, written once for every reader (the ingest's subscriptions, the
+# broker's ACL, the simulators): a device publishes on `<prefix>/<device id>/telemetry`, each
+# gateway source on its own filter, and the worker's alert events go under their own prefix.
+DEFAULT_TOPIC_PREFIX = "devices"
+DEFAULT_SOURCE_TOPICS: Mapping[SourceName, str] = MappingProxyType(
+    {
+        "chirpstack": "application/+/device/+/event/up",
+        "tts": "v3/+/devices/+/up",
+        "wmbusmeters": "wmbusmeters/#",
+    }
+)
+DEFAULT_ALERT_TOPIC_PREFIX = "alerts"
+# The ingest's tuning defaults, which its own config dataclasses (that tests and benchmarks
+# build directly) take too.
+DEFAULT_BATCH_MAX_MESSAGES = 2000
+DEFAULT_BATCH_MAX_DELAY_MS = 50
+DEFAULT_DEVICE_REFRESH_S = 2.0
+DEFAULT_DB_COMMAND_TIMEOUT_S = 60.0
+DEFAULT_MQTT_KEEPALIVE_S = 30
+DEFAULT_MQTT_SESSION_EXPIRY_S = 7 * 24 * 3600
+DEFAULT_MQTT_RECEIVE_MAXIMUM = 4000
+# The water computations' own defaults, which the settings take as theirs.
+_METER = MeterParams()
+_LEAKS = LeakThresholds()
 
 
 class MqttTarget:
@@ -56,32 +86,26 @@ class Settings(BaseSettings):
     # session (with what it queued) would be left behind every time.
     mqtt_client_id: str = Field(default="territory-ingest", min_length=1, max_length=128)
     mqtt_group: str = ""
-    mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
-    mqtt_receive_maximum: int = Field(default=4000, ge=1, le=65535)
-    mqtt_keepalive_s: int = Field(default=30, ge=5)
-    mqtt_topic_prefix: str = "devices"
+    mqtt_session_expiry_s: int = Field(default=DEFAULT_MQTT_SESSION_EXPIRY_S, ge=60)
+    mqtt_receive_maximum: int = Field(default=DEFAULT_MQTT_RECEIVE_MAXIMUM, ge=1, le=65535)
+    mqtt_keepalive_s: int = Field(default=DEFAULT_MQTT_KEEPALIVE_S, ge=5)
+    mqtt_topic_prefix: str = DEFAULT_TOPIC_PREFIX
     # The ingest's MQTT client: the built-in one (ingest/collector.py), or paho-mqtt's network
     # thread, same contract at about four times the CPU per message (docs/mqtt-client.md).
     mqtt_client: Literal["builtin", "paho"] = "builtin"
     # Gateway sources and their topic filters; "" switches one off. As JSON in
     # TERRITORY_SOURCES, e.g. {"chirpstack": "application/+/device/+/event/up", "tts": ""}.
-    sources: dict[SourceName, str] = Field(
-        default_factory=lambda: {  # type: ignore[arg-type]
-            "chirpstack": "application/+/device/+/event/up",
-            "tts": "v3/+/devices/+/up",
-            "wmbusmeters": "wmbusmeters/#",
-        }
-    )
-    batch_max_messages: int = Field(default=2000, ge=1)
-    batch_max_delay_ms: int = Field(default=50, ge=1)
-    future_tolerance_s: int = Field(default=600, ge=0)
+    sources: dict[SourceName, str] = Field(default_factory=lambda: dict(DEFAULT_SOURCE_TOPICS))
+    batch_max_messages: int = Field(default=DEFAULT_BATCH_MAX_MESSAGES, ge=1)
+    batch_max_delay_ms: int = Field(default=DEFAULT_BATCH_MAX_DELAY_MS, ge=1)
+    future_tolerance_s: int = Field(default=int(DEFAULT_FUTURE_TOLERANCE.total_seconds()), ge=0)
     # Readings older than this (before the time received), or before 2000-01-01 whatever this
     # says, are rejected as implausible_timestamp: a reset device clock, a year-1 placeholder.
-    past_tolerance_days: int = Field(default=3653, ge=1, le=36500)
-    device_refresh_s: float = Field(default=2.0, gt=0)
+    past_tolerance_days: int = Field(default=DEFAULT_PAST_TOLERANCE.days, ge=1, le=36500)
+    device_refresh_s: float = Field(default=DEFAULT_DEVICE_REFRESH_S, gt=0)
     # A database statement of the ingest that takes longer is abandoned and retried on a new
     # connection: a connection that went silent (failover, a NAT that forgot it) never errors.
-    db_command_timeout_s: float = Field(default=60.0, gt=0)
+    db_command_timeout_s: float = Field(default=DEFAULT_DB_COMMAND_TIMEOUT_S, gt=0)
 
     # `territory worker`: a job run taking longer is abandoned (rolled back) and tried again.
     worker_job_timeout_s: float = Field(default=600.0, gt=0)
@@ -134,7 +158,7 @@ class Settings(BaseSettings):
     alert_webhook_retry_base_s: float = Field(default=2.0, gt=0)
     alert_webhook_retry_max_s: float = Field(default=600.0, gt=0)
     alert_webhook_max_attempts: int = Field(default=20, ge=1)
-    alert_mqtt_topic_prefix: str = Field(default="alerts", min_length=1)
+    alert_mqtt_topic_prefix: str = Field(default=DEFAULT_ALERT_TOPIC_PREFIX, min_length=1)
     alert_delivery_poll_s: float = Field(default=0.5, gt=0)
     # Delivered notifications and sent events older than this are deleted (alerts are kept).
     alert_outbox_retention_days: float = Field(default=30.0, gt=0)
@@ -142,16 +166,17 @@ class Settings(BaseSettings):
     # Water consumption and leaks (docs/water.md). water_tz: the territory's local time, for
     # leak nights and the default of GET /water/consumption; its offsets must be whole hours.
     water_tz: str = "Europe/Paris"
-    water_q4_m3h: float = Field(default=3.125, gt=0)  # a meter's `q4_m3h` attribute overrides
-    water_jitter_m3: float = Field(default=0.002, ge=0)
-    water_estimated_gap_s: float = Field(default=6 * 3600, gt=0)
-    water_measured_interval_s: float = Field(default=3900, gt=0)
+    # The defaults are analytics/water.py's (MeterParams, LeakThresholds).
+    water_q4_m3h: float = Field(default=_METER.q4_m3h, gt=0)  # a meter's `q4_m3h` overrides
+    water_jitter_m3: float = Field(default=_METER.jitter_m3, ge=0)
+    water_estimated_gap_s: float = Field(default=_METER.estimated_gap_s, gt=0)
+    water_measured_interval_s: float = Field(default=_METER.measured_interval_s, gt=0)
     water_night_start_hour: int = Field(default=2, ge=0, le=23)
     water_night_end_hour: int = Field(default=5, ge=1, le=24)
-    water_leak_suspected_lph: float = Field(default=5.0, gt=0)
-    water_leak_lph: float = Field(default=10.0, gt=0)
-    water_leak_nights: int = Field(default=3, ge=1, le=60)
-    water_burst_lph: float = Field(default=100.0, gt=0)
+    water_leak_suspected_lph: float = Field(default=_LEAKS.suspected_lph, gt=0)
+    water_leak_lph: float = Field(default=_LEAKS.leak_lph, gt=0)
+    water_leak_nights: int = Field(default=_LEAKS.nights, ge=1, le=60)
+    water_burst_lph: float = Field(default=_LEAKS.burst_lph, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)

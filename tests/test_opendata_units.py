@@ -10,6 +10,7 @@ from typing import Any
 from api import opendata_format as fmt
 from api.opendata_cache import AnswerCache, RateLimiter, etag_matches, retry_after
 from api.routes_opendata import _month_bounds
+from devices.attributes import WASTE_STREAMS
 from storage.opendata import ParkingZone, WasteColumn
 
 T = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
@@ -52,6 +53,33 @@ def test_waste_status_from_the_newest_alarms() -> None:
     # Fire outranks everything else the reading says.
     assert fmt.waste_status(_column(alarms=("lid_open", "fire", "tilt"))) == "burning"
     assert fmt.waste_status(_column(last_reading_ts=None, fill_pct=None)) == "unknown"
+
+
+# WasteContainer's `storedWasteKind` enumeration (Smart Data Models, dataModel.WasteManagement).
+STORED_WASTE_KINDS = {
+    "organic",
+    "inorganic",
+    "glass",
+    "oil",
+    "plastic",
+    "metal",
+    "paper",
+    "batteries",
+    "electronics",
+    "hazardous",
+    "other",
+}
+
+
+def test_every_waste_stream_is_published_with_a_kind_of_the_model() -> None:
+    # The streams a column may be registered with are devices/attributes.py's list; the
+    # open-data table follows it, nothing more and nothing less.
+    assert set(fmt.WASTE_KIND) == set(WASTE_STREAMS)
+    for stream in WASTE_STREAMS:
+        values = fmt.waste_entity(_column(stream=stream)).values
+        assert values["storedWasteKind"] in STORED_WASTE_KINDS, stream
+    # A column with no stream (or one the registry no longer allows) says nothing of its kind.
+    assert "storedWasteKind" not in fmt.waste_entity(_column(stream=None)).values
 
 
 def test_filling_level_is_a_fraction_clamped_to_the_model_range() -> None:

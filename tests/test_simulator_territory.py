@@ -17,6 +17,7 @@ from statistics import mean
 
 import pytest
 
+from devices.attributes import WasteStream
 from devices.kinds import DeviceKind
 from simulators.behaviour import (
     DEV_FLEET,
@@ -214,7 +215,12 @@ def test_columns_reach_80_percent_within_their_streams_range() -> None:
         c.fill_at((EPOCH + timedelta(days=35)).timestamp())
         assert c.reached_threshold, c.device_id
         days.setdefault(c.stream, []).append((c.reached_threshold[0] - EPOCH.timestamp()) / 86400)
-    expected = {"residual": (3, 7), "packaging": (7, 14), "paper": (7, 14), "glass": (14, 30)}
+    expected: dict[WasteStream, tuple[int, int]] = {
+        "residual": (3, 7),
+        "packaging": (7, 14),
+        "paper": (7, 14),
+        "glass": (14, 30),
+    }
     assert set(days) == set(expected)
     for stream, (lo, hi) in expected.items():
         assert all(lo <= d <= hi for d in days[stream]), (

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import get_args
 
 import pytest
+from paho.mqtt.client import topic_matches_sub
 
 from devices.rejections import Rejection, RejectReason
+from ingest.service import source_topics
 from ingest.sources import (
+    DEFAULT_TOPICS,
     IdentityKind,
+    SourceKind,
     parse_chirpstack,
     parse_native,
     parse_time,
     parse_tts,
     parse_wmbusmeters,
 )
+from territory.config import DEFAULT_SOURCE_TOPICS, Settings, SourceName
 from tests.corpus_support import load
 
 CS_TOPIC = "application/17c82e96/device/{eui}/event/up"
@@ -211,6 +217,24 @@ def test_bad_envelopes(parser, payload: bytes, reason: RejectReason) -> None:  #
     with pytest.raises(Rejection) as info:
         parser(CS_TOPIC.format(eui="0101010101010101"), payload)
     assert info.value.reason == reason
+
+
+def test_each_source_has_one_default_filter_taking_its_topics() -> None:
+    # The gateway sources the settings name are the ingest's sources but the native one.
+    assert set(get_args(SourceName)) == {k.value for k in SourceKind} - {SourceKind.NATIVE}
+    assert set(DEFAULT_TOPICS) == set(SourceKind)
+    examples = {
+        SourceKind.NATIVE: "devices/wm-1/telemetry",
+        SourceKind.CHIRPSTACK: CS_TOPIC.format(eui="0101010101010101"),
+        SourceKind.TTS: TTS_TOPIC,
+        SourceKind.WMBUSMETERS: "wmbusmeters/12345678",
+    }
+    for kind, topic in examples.items():
+        assert topic_matches_sub(DEFAULT_TOPICS[kind], topic), kind
+    assert not topic_matches_sub(DEFAULT_TOPICS[SourceKind.NATIVE], "devices/wm-1/status")
+    # The ingest subscribes to exactly these with the default settings.
+    subscribed = source_topics(Settings(sources=dict(DEFAULT_SOURCE_TOPICS)))
+    assert sorted(subscribed) == sorted((t, k) for k, t in DEFAULT_TOPICS.items())
 
 
 def test_native_topic_shape() -> None:
