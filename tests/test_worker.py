@@ -173,7 +173,7 @@ class Slow:
 def test_a_job_whose_runs_are_long_backs_off(settings: Settings, uid: str) -> None:
     """Runs of 0.3 s with a duty of 25 %: after the first build (its interval, 0.1 s) the job
     waits 0.3 / 0.25 - 0.3 = 0.9 s, capped at 5 x its interval = 0.5 s; with a looser cap, the
-    whole 0.9 s."""
+    whole 0.9 s. A job that does not back off keeps its interval."""
     slow = Slow(0.3)
     job = Job(f"t-duty-{uid}", slow, interval_s=0.1)
     tight = settings.model_copy(update={"worker_job_duty": 0.25, "worker_max_stretch": 5.0})
@@ -190,6 +190,11 @@ def test_a_job_whose_runs_are_long_backs_off(settings: Settings, uid: str) -> No
             pauses.append(worker.pause_after(job, False))  # skipped or failed: its interval
             worker.settings = loose
             pauses.append(worker.pause_after(job, True))
+            # A job that never backs off (the broker's credentials): its interval.
+            steady = Job(f"t-steady-{uid}", Slow(0.3), interval_s=0.1, backs_off=False)
+            await worker.run_job(steady)
+            await worker.run_job(steady)
+            pauses.append(worker.pause_after(steady, True))
         finally:
             await worker.close()
 
@@ -201,6 +206,7 @@ def test_a_job_whose_runs_are_long_backs_off(settings: Settings, uid: str) -> No
     d = worker.stats[job.name].last_duration_s
     assert pauses[3] == pytest.approx(d / 0.25 - d)
     assert pauses[3] >= 0.9
+    assert pauses[4] == pytest.approx(0.1)
 
 
 def test_the_loop_keeps_a_slow_job_to_its_share_of_time(settings: Settings, uid: str) -> None:

@@ -101,7 +101,7 @@ class Worker:
         its runs take at most `worker_job_duty` of the time, up to `worker_max_stretch` times
         the interval."""
         st = self.stats.get(job.name)
-        if not ran or st is None or st.last_first_run:
+        if not ran or st is None or st.last_first_run or not job.backs_off:
             return job.interval_s
         s = self.settings
         d = st.last_duration_s
