@@ -109,6 +109,16 @@ class Settings(BaseSettings):
 
     # `territory worker`: a job run taking longer is abandoned (rolled back) and tried again.
     worker_job_timeout_s: float = Field(default=600.0, gt=0)
+    # A job's runs take at most this share of the wall clock: after a run of d seconds the job
+    # waits at least d / duty from the run's start (its own interval if longer), so that a
+    # worker competing with a saturated ingest for the same cores backs off and does more new
+    # rows per run instead (docs/derived-data.md). The wait grows to at most `stretch` times the
+    # job's interval: derived data lag by at most that much plus a run under saturation.
+    worker_job_duty: float = Field(default=0.05, gt=0, le=1)
+    worker_max_stretch: float = Field(default=12.0, ge=1)
+    # Nice increment of the worker process: its Python work yields the CPU to the ingest's
+    # (its PostgreSQL sessions are not affected, the server's processes are not ours).
+    worker_nice: int = Field(default=10, ge=0, le=19)
     # Prometheus metrics ports of the ingest and the worker (0: off, the default, since several
     # processes may share a host; docker-compose sets them); the API serves /metrics itself.
     ingest_metrics_port: int = Field(default=0, ge=0, le=65535)

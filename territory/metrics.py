@@ -76,6 +76,12 @@ JOB_RUNS = Counter(
 JOB_ROWS = Counter(
     "territory_worker_job_rows_total", "Derived rows (or devices) a job recomputed", ["job"]
 )
+JOB_WAIT = Gauge(
+    "territory_worker_job_wait_seconds",
+    "Pause before a job's next run: its interval, longer while its runs are long (the worker "
+    "backing off under load)",
+    ["job"],
+)
 
 # -- API -----------------------------------------------------------------------------------
 

@@ -155,3 +155,74 @@ def test_two_workers_never_run_the_same_job_at_once(settings: Settings, uid: str
     assert asyncio.run(scenario()) is False
     assert job.seen == []
     assert worker.stats[name].skipped == 1
+
+
+class Slow:
+    """A job whose every run takes `seconds` (as a long recomputation would), counting runs."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.runs = 0
+
+    async def __call__(self, conn: asyncpg.Connection, window: Window, s: Settings) -> int:
+        self.runs += 1
+        await asyncio.sleep(self.seconds)
+        return 0
+
+
+def test_a_job_whose_runs_are_long_backs_off(settings: Settings, uid: str) -> None:
+    """Runs of 0.3 s with a duty of 25 %: after the first build (its interval, 0.1 s) the job
+    waits 0.3 / 0.25 - 0.3 = 0.9 s, capped at 5 x its interval = 0.5 s; with a looser cap, the
+    whole 0.9 s. A job that does not back off keeps its interval."""
+    slow = Slow(0.3)
+    job = Job(f"t-duty-{uid}", slow, interval_s=0.1)
+    tight = settings.model_copy(update={"worker_job_duty": 0.25, "worker_max_stretch": 5.0})
+    loose = settings.model_copy(update={"worker_job_duty": 0.25, "worker_max_stretch": 100.0})
+    worker = Worker(tight, margin=NO_MARGIN, jobs=[job])
+    pauses: list[float] = []
+
+    async def scenario() -> None:
+        try:
+            await worker.run_job(job)
+            pauses.append(worker.pause_after(job, True))
+            await worker.run_job(job)
+            pauses.append(worker.pause_after(job, True))
+            pauses.append(worker.pause_after(job, False))  # skipped or failed: its interval
+            worker.settings = loose
+            pauses.append(worker.pause_after(job, True))
+            # A job that never backs off (the broker's credentials): its interval.
+            steady = Job(f"t-steady-{uid}", Slow(0.3), interval_s=0.1, backs_off=False)
+            await worker.run_job(steady)
+            await worker.run_job(steady)
+            pauses.append(worker.pause_after(steady, True))
+        finally:
+            await worker.close()
+
+    asyncio.run(scenario())
+    assert worker.stats[job.name].last_duration_s >= 0.3
+    assert pauses[0] == pytest.approx(0.1)
+    assert pauses[1] == pytest.approx(0.5)
+    assert pauses[2] == pytest.approx(0.1)
+    d = worker.stats[job.name].last_duration_s
+    assert pauses[3] == pytest.approx(d / 0.25 - d)
+    assert pauses[3] >= 0.9
+    assert pauses[4] == pytest.approx(0.1)
+
+
+def test_the_loop_keeps_a_slow_job_to_its_share_of_time(settings: Settings, uid: str) -> None:
+    """Interval 0.05 s, runs of 0.2 s, duty 20 %: a run and its 0.8 s pause take a second
+    (the first build, 0.25 s), where the plain interval would fit about ten runs in 2.5 s."""
+    slow = Slow(0.2)
+    job = Job(f"t-loop-{uid}", slow, interval_s=0.05)
+    s = settings.model_copy(update={"worker_job_duty": 0.2, "worker_max_stretch": 100.0})
+    worker = Worker(s, margin=NO_MARGIN, jobs=[job])
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(worker.run_forever(stop))
+        await asyncio.sleep(2.5)
+        stop.set()
+        await loop
+
+    asyncio.run(scenario())
+    assert 2 <= slow.runs <= 4, slow.runs

@@ -104,7 +104,9 @@ def broker_auth_job() -> Job:
         )
         return count
 
-    return Job("broker-auth", run, interval_s=INTERVAL_S)
+    # Revocation must take effect within seconds whatever the load, and its runs are a
+    # counter read and a stat: it never backs off.
+    return Job("broker-auth", run, interval_s=INTERVAL_S, backs_off=False)
 
 
 async def render_now(settings: Settings) -> int:

@@ -26,6 +26,9 @@ class Job:
     name: str
     run: JobFn  # returns how many derived rows (or devices) it touched, for the log
     interval_s: float = 5.0
+    # False: always every interval, however long its runs (worker.service backs the others
+    # off under load); for a job whose lateness matters more than its cost.
+    backs_off: bool = True
 
 
 ServiceFn = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]

@@ -5,6 +5,11 @@ advisory lock first, and a worker that does not get it skips that run. A transie
 failure ends the run (rolled back: the window is read again next time) and the loop goes on
 after a pause; anything else is a bug in a job, logged with its traceback, and that job is tried
 again at its next turn while the others go on.
+
+A job runs every `interval_s`, or less often while its runs are long: it keeps to a share of
+the wall clock (`worker_job_duty`), so that on a machine the ingest saturates the worker backs
+off and each run does the work of more new readings, up to `worker_max_stretch` times the
+interval. A first build (a job's first run, over the whole history) does not count.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -37,6 +43,7 @@ class JobStats:
     failures: int = 0
     touched: int = 0
     last_duration_s: float = 0.0
+    last_first_run: bool = False  # the last run was a first build
 
 
 @dataclass
@@ -73,6 +80,7 @@ class Worker:
                     metrics.JOB_RUNS.labels(job.name, "skipped").inc()
                     return False
                 window = await open_window(conn, job.name, self.margin)
+                st.last_first_run = window.first_run
                 touched = await job.run(conn, window, self.settings)
                 await close_window(conn, window)
         except BaseException:
@@ -88,6 +96,19 @@ class Worker:
             log.info("%s: %d updated in %.2fs", job.name, touched, st.last_duration_s)
         return True
 
+    def pause_after(self, job: Job, ran: bool) -> float:
+        """Seconds from the end of a run to the next: the job's interval, or longer so that
+        its runs take at most `worker_job_duty` of the time, up to `worker_max_stretch` times
+        the interval."""
+        st = self.stats.get(job.name)
+        if not ran or st is None or st.last_first_run or not job.backs_off:
+            return job.interval_s
+        s = self.settings
+        d = st.last_duration_s
+        return max(
+            job.interval_s, min(d / s.worker_job_duty - d, job.interval_s * s.worker_max_stretch)
+        )
+
     async def run_once(self) -> None:
         """Every job once, in order: what tests and `territory worker --once` call."""
         for job in self.jobs:
@@ -101,8 +122,9 @@ class Worker:
             for job in self.jobs:
                 if stop.is_set() or due[job.name] > now:
                     continue
+                ran = False
                 try:
-                    await self.run_job(job)
+                    ran = await self.run_job(job)
                     pause = 0.5
                 except Exception as exc:
                     self.stats.setdefault(job.name, JobStats()).failures += 1
@@ -115,7 +137,9 @@ class Worker:
                         pause = min(pause * 2, 10.0)
                         break
                     log.exception("%s failed; it runs again at its next turn", job.name)
-                due[job.name] = time.monotonic() + job.interval_s
+                wait = self.pause_after(job, ran)
+                metrics.JOB_WAIT.labels(job.name).set(wait)
+                due[job.name] = time.monotonic() + wait
             next_due = min(due.values(), default=time.monotonic() + 1.0)
             await _sleep_or_stop(stop, max(0.05, next_due - time.monotonic()))
         await self.close()
@@ -153,6 +177,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, once: bool = Fa
 
 
 def main(settings: Settings, *, once: bool = False) -> None:
+    if settings.worker_nice:
+        # The process's own CPU (decoding rows, the models) yields to the ingest's under
+        # contention; lowering priority needs no privilege.
+        try:
+            os.nice(settings.worker_nice)
+        except OSError as exc:
+            log.warning("worker: could not lower priority (%s)", exc)
+
     async def _main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
