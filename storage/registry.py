@@ -161,16 +161,18 @@ async def get_device(
     conn: asyncpg.Connection | asyncpg.Pool, device_id: str, *, tenant: str | None = None
 ) -> DeviceRecord | None:
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM devices WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)",
+        f"SELECT {_COLUMNS} FROM devices WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) "
+        "AND kind = ANY($3::text[])",
         device_id,
         tenant,
+        _declared(),
     )
     return _record(row) if row else None
 
 
 def _declared() -> list[str]:
-    # The ingest's lookups see only devices of kinds this process declares: a device of a kind
-    # whose module it does not load is an unknown device to it, not a crash.
+    # Lookups see only devices of kinds this process declares: a device of a kind whose module
+    # it does not load is an unknown device to the ingest and a 404 to the API, not a crash.
     return [k.value for k in all_kinds()]
 
 
@@ -234,6 +236,7 @@ async def list_devices(
           AND ($3::text IS NULL OR status = $3)
           AND ($4::text IS NULL OR id > $4)
           AND ($6::text IS NULL OR tenant = $6)
+          AND kind = ANY($7::text[])
         ORDER BY id
         LIMIT $5
         """,
@@ -243,6 +246,7 @@ async def list_devices(
         after_id,
         limit,
         tenant,
+        _declared(),
     )
     return [_record(r) for r in rows]
 

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from devices.kinds import all_kinds
+from storage import registry
 from storage.migrate import MIGRATIONS_DIR, migrate
 from storage.pool import connect
 from territory.config import Settings
@@ -136,6 +137,16 @@ def kind_env(
         yield settings, env
     finally:
         asyncio.run(_drop())
+
+
+async def _lookup(url: str, device_id: str) -> tuple[object, list[str]]:
+    conn = await connect(url)
+    try:
+        found = await registry.get_device(conn, device_id)
+        listed = [d.id for d in await registry.list_devices(conn)]
+        return found, listed
+    finally:
+        await conn.close()
 
 
 class ApiProcess:
@@ -257,6 +268,8 @@ def test_a_kind_declared_in_one_module_goes_through_ingest_storage_and_api(
 
         schema = api.client.get("/openapi.json").json()
         assert "noise_meter" in json.dumps(schema["components"]["schemas"]["ReadingOut"])
+        # A process that does not load the module (this one) sees no such device, no crash.
+        assert asyncio.run(_lookup(settings.database_url, device)) == (None, [])
     finally:
         publisher.close()
         api.stop()
