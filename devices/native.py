@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from devices.declare import DeviceKind, NativePayload, all_specs, kind_spec
+from devices.declare import DeviceKind, NativePayload, kind_spec
 from devices.kinds.waste_column import WASTE_ALARMS, fill_from_distance
 from devices.kinds.water_meter import WATER_ALARMS
 from devices.readings import Reading
@@ -28,10 +28,6 @@ from devices.timestamps import rfc3339_problem
 def payload_model(kind: DeviceKind) -> type[NativePayload]:
     """The native payload schema of a kind, derived from its declaration."""
     return kind_spec(kind).payload_model
-
-
-def payload_models() -> dict[DeviceKind, type[NativePayload]]:
-    return {s.kind: s.payload_model for s in all_specs()}
 
 
 def _describe(exc: ValidationError) -> str:
@@ -101,5 +97,4 @@ __all__ = [
     "fill_from_distance",
     "parse_payload",
     "payload_model",
-    "payload_models",
 ]

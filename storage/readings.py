@@ -51,7 +51,7 @@ class TableSpec:
     table: str
     reading_fields: tuple[str, ...]  # reading dataclass fields stored, in column order
     numeric_columns: tuple[str, ...]  # aggregated by the API
-    alarm_fields: tuple[str, ...]  # stored as text[]: a tuple becomes a list
+    alarm_positions: tuple[int, ...]  # in reading_fields; stored as text[]: tuple → list
     flag_fields: tuple[str, ...]  # booleans, aggregated as 0/1
 
     @property
@@ -80,7 +80,7 @@ def table_spec(kind: DeviceKind) -> TableSpec:
             spec.table,
             spec.field_names,
             spec.numeric_fields,
-            tuple(f.name for f in spec.fields if f.type == "alarms"),
+            tuple(i for i, f in enumerate(spec.fields) if f.type == "alarms"),
             spec.flags,
         )
         _TABLES[spec.kind] = found
@@ -145,8 +145,7 @@ class NewRejection:
 def _values(spec: TableSpec, r: Reading) -> list[Any]:
     """The reading's stored values, in `spec.reading_fields` order."""
     values = [getattr(r, f) for f in spec.reading_fields]
-    for name in spec.alarm_fields:
-        i = spec.reading_fields.index(name)
+    for i in spec.alarm_positions:
         values[i] = list(values[i])
     return values
 
