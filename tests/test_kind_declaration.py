@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -30,7 +31,14 @@ from storage.migrate import MIGRATIONS_DIR, migrate
 from storage.pool import connect
 from territory.config import Settings
 from territory.devenv import free_port
-from tests.conftest import ADMIN_KEY, IngestProcess, Publisher, make_settings, wait_for
+from tests.conftest import (
+    ADMIN_KEY,
+    IngestProcess,
+    Publisher,
+    ingest_env,
+    make_settings,
+    wait_for,
+)
 
 KIND_MODULE = '''
 """A sound level meter: A-weighted equivalent level over its reporting period."""
@@ -81,6 +89,17 @@ SELECT add_device_kind('noise_meter', 'noise_meter_readings',
 """
 
 
+def _kind_module_env(tmp_path: Path) -> dict[str, str]:
+    """Write the kind's module outside the repository; the environment that loads it."""
+    modules = tmp_path / "site"
+    modules.mkdir()
+    (modules / "noise_kind.py").write_text(textwrap.dedent(KIND_MODULE))
+    return {
+        "PYTHONPATH": os.pathsep.join([str(modules), *filter(None, sys.path)]),
+        "TERRITORY_DEVICE_KIND_MODULES": "noise_kind",
+    }
+
+
 def _with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))
@@ -93,9 +112,6 @@ def kind_env(
     """A fresh database migrated with the built-in migrations plus the kind's, and the
     environment that makes a process load the kind's module."""
     name = f"kinds_{uuid.uuid4().hex[:8]}"
-    modules = tmp_path / "site"
-    modules.mkdir()
-    (modules / "noise_kind.py").write_text(textwrap.dedent(KIND_MODULE))
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     for path in MIGRATIONS_DIR.glob("*.sql"):
@@ -125,10 +141,8 @@ def kind_env(
     asyncio.run(_create())
     prefix = f"kindtest-{uuid.uuid4().hex[:8]}"
     settings = make_settings((url, services[1]), mqtt_topic_prefix=prefix)
-    pythonpath = [str(modules), *filter(None, [*sys.path])]
     env = {
-        "PYTHONPATH": ":".join(pythonpath),
-        "TERRITORY_DEVICE_KIND_MODULES": "noise_kind",
+        **_kind_module_env(tmp_path),
         "TERRITORY_MQTT_TOPIC_PREFIX": prefix,
         # Only this test's native topic: the session's ingest keeps the gateway topics.
         "TERRITORY_SOURCES": json.dumps({"chirpstack": "", "tts": "", "wmbusmeters": ""}),
@@ -151,8 +165,6 @@ async def _lookup(url: str, device_id: str) -> tuple[object, list[str]]:
 
 class ApiProcess:
     def __init__(self, settings: Settings, env: dict[str, str], log: Path) -> None:
-        from tests.conftest import ingest_env
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         with log.open("ab") as out:
@@ -281,16 +293,8 @@ def test_a_declared_kind_without_its_migration_is_named_at_ingest_start(
 ) -> None:
     """The module loaded but the migration not run: the ingest does not take messages it
     could not store; its log says which kind lacks its table and what to run."""
-    modules = tmp_path / "site"
-    modules.mkdir()
-    (modules / "noise_kind.py").write_text(textwrap.dedent(KIND_MODULE))
     settings = make_settings(migrated, mqtt_topic_prefix=f"kindtest-{uid}")
-    env = {
-        "PYTHONPATH": ":".join([str(modules), *filter(None, sys.path)]),
-        "TERRITORY_DEVICE_KIND_MODULES": "noise_kind",
-    }
-    from tests.conftest import ingest_env
-
+    env = _kind_module_env(tmp_path)
     log = tmp_path / "ingest.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
