@@ -41,26 +41,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.services import configured_or_embedded
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.9
 # The ingest trials' long run: as many messages as 40 s at the rate found (the throughput
 # benchmark's cap), so that it spans several runs of every job; 120,000 messages (6 s at
 # 20,000 msg/s) fell between two water runs or on one, by chance.
 LONG_RUN_MESSAGES = 2_000_000
-
-
-@contextlib.contextmanager
-def _services(data_dir: Path) -> Iterator[tuple[str, str]]:
-    db = os.environ.get("TERRITORY_DATABASE_URL", "")
-    broker = os.environ.get("TERRITORY_MQTT_URL", "")
-    if db and broker:
-        yield db, broker
-        return
-    from territory import devenv
-
-    print(f"starting PostgreSQL and Mosquitto under {data_dir} ...", flush=True)
-    with devenv.embedded_services(data_dir, install=os.geteuid() == 0) as svc:
-        yield svc.database_url, svc.mqtt_url
 
 
 def _env(db: str, broker: str) -> dict[str, str]:
@@ -363,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir = Path(args.data_dir).resolve()
     started = time.monotonic()
     rows: list[Row] = []
-    with _services(data_dir) as (db, broker):
+    with configured_or_embedded(data_dir) as (db, broker, _owned):
         env = _env(db, broker)
         if not args.skip_domains:
             out, secs = _child("benchmarks.analytics_water", scale, env)

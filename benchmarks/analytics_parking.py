@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import asyncpg
 
 from analytics import parking as pk
 from benchmarks.parking_forecast_backtest import demand
+from benchmarks.services import configured_or_embedded
 from storage.migrate import migrate
 from storage.pool import connect
 from territory.config import Settings
@@ -99,20 +99,6 @@ class SpaceSim:
 def percentile(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
-
-
-@contextlib.contextmanager
-def services(data_dir: Path, keep_data: bool) -> Iterator[tuple[str, str]]:
-    db = os.environ.get("TERRITORY_DATABASE_URL", "")
-    broker = os.environ.get("TERRITORY_MQTT_URL", "")
-    if db and broker:
-        yield db, broker
-        return
-    from territory import devenv
-
-    print(f"starting PostgreSQL and Mosquitto under {data_dir} ...", flush=True)
-    with devenv.embedded_services(data_dir, install=os.geteuid() == 0, keep_data=keep_data) as svc:
-        yield svc.database_url, svc.mqtt_url
 
 
 async def copy_readings(conn: asyncpg.Connection, sims: Sequence[SpaceSim], end: float) -> int:
@@ -303,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.spaces = max(1, round(2000 * args.scale))
     args.zones = max(1, min(args.spaces, round(40 * args.scale)))
     # A quick run's private database is thrown away; a full one is kept for inspection.
-    with services(Path(args.data_dir).resolve(), keep_data=not args.quick) as (db, broker):
+    with configured_or_embedded(args.data_dir, keep_data=not args.quick) as (db, broker, _owned):
         run(args, db, broker)
     return 0
 

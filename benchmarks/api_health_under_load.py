@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import httpx
 
 from benchmarks.ingest_trials import ROOT, _child_env, _pct, _python, _stop
 from benchmarks.procstat import cpu_seconds, machine_ticks, memory_kb
+from benchmarks.services import configured_or_embedded
 
 ADMIN_KEY = "bench-admin-key-0123456789"
 DEVICE = "bench-api-wm-0001"
@@ -291,21 +292,6 @@ def run(args: argparse.Namespace, database_url: str, mqtt_url: str) -> dict[str,
     }
 
 
-@contextlib.contextmanager
-def _services(data_dir: str) -> Iterator[tuple[str, str]]:
-    db = os.environ.get("TERRITORY_DATABASE_URL", "")
-    broker = os.environ.get("TERRITORY_MQTT_URL", "")
-    if db and broker:
-        yield db, broker
-        return
-    from territory import devenv
-
-    path = Path(data_dir).resolve()
-    print(f"starting PostgreSQL and Mosquitto under {path} ...", flush=True)
-    with devenv.embedded_services(path, install=os.geteuid() == 0) as services:
-        yield services.database_url, services.mqtt_url
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.api_health_under_load",
@@ -317,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", default=str(ROOT / ".territory" / "bench-api"))
     p.add_argument("--json", default="", help="also write the figures here")
     args = p.parse_args(argv)
-    with _services(args.data_dir) as (database_url, mqtt_url):
+    with configured_or_embedded(args.data_dir) as (database_url, mqtt_url, _owned):
         result = run(args, database_url, mqtt_url)
     h, i, ld = result["health_under_load"], result["health_idle"], result["load"]
     print()

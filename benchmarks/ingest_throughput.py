@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -79,7 +78,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,24 +95,10 @@ from benchmarks.ingest_trials import (
     Bench,
     variant_label,
 )
+from benchmarks.services import configured_or_embedded
 
 # ---------------------------------------------------------------------------------------------
 # Entry point
-
-
-@contextlib.contextmanager
-def _services(args: argparse.Namespace) -> Iterator[tuple[str, str, bool]]:
-    db = os.environ.get("TERRITORY_DATABASE_URL", "")
-    broker = os.environ.get("TERRITORY_MQTT_URL", "")
-    if db and broker:
-        yield db, broker, False
-        return
-    from territory import devenv
-
-    data_dir = Path(args.data_dir).resolve()
-    print(f"starting PostgreSQL and Mosquitto under {data_dir} ...", flush=True)
-    with devenv.embedded_services(data_dir, install=os.geteuid() == 0) as services:
-        yield services.database_url, services.mqtt_url, True
 
 
 DEFAULT_VARIANTS = (("builtin", 1), ("builtin", 2), ("paho", 1))
@@ -246,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     for old in work_dir.glob("*.log"):
         old.unlink()
-    with _services(args) as (database_url, mqtt_url, owned):
+    with configured_or_embedded(args.data_dir) as (database_url, mqtt_url, owned):
         return asyncio.run(run(args, database_url, mqtt_url, owned, work_dir))
 
 

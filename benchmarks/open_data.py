@@ -40,8 +40,9 @@ from typing import Any
 
 import httpx
 
-from benchmarks.api_health_under_load import _services, _start_api, _summary
+from benchmarks.api_health_under_load import _start_api, _summary
 from benchmarks.ingest_trials import ROOT, _stop
+from benchmarks.services import configured_or_embedded
 
 TENANT = "bench-open-data"
 PARKING = "/open/parking/zones"
@@ -290,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", default=str(ROOT / ".territory" / "bench-open-data"))
     p.add_argument("--json", default="", help="also write the figures here")
     args = p.parse_args(argv)
-    with _services(args.data_dir) as (database_url, mqtt_url):
+    with configured_or_embedded(args.data_dir) as (database_url, mqtt_url, _owned):
         result = run(args, database_url, mqtt_url)
     pu, wu = result["parking_uncached"], result["waste_uncached"]
     print()
